@@ -1,0 +1,5 @@
+//! mixcast: a WebRTC media server. WHIP in, WHEP out, one Opus mix per stream.
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod media;
