@@ -2,4 +2,6 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod media;
+pub mod server;
