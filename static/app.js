@@ -401,9 +401,11 @@ class StreamCard {
       const level = levels[channel];
       const db = level && level.rms > 0 ? 20 * Math.log10(level.rms) : -Infinity;
       const peakDb = level && level.peak > 0 ? 20 * Math.log10(level.peak) : -Infinity;
-      meter.held = Math.max(meterFraction(peakDb), meter.held * 0.97);
+      // The peak mark falls back slowly, and vanishes with the audio.
+      meter.held = level ? Math.max(meterFraction(peakDb), meter.held * 0.97) : 0;
       meter.bar.style.transform = `scaleX(${meterFraction(db)})`;
       meter.peak.style.left = `${meter.held * 100}%`;
+      meter.peak.hidden = meter.held === 0;
       meter.db.textContent = Number.isFinite(db) ? `${db.toFixed(1)} dB` : "–∞ dB";
     });
   }

@@ -10,7 +10,6 @@ mod chromium;
 use chromium::{CdpError, Chromium};
 use mixcast::config::Config;
 use mixcast::server::Server;
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -88,6 +87,16 @@ fn cdp(error: CdpError) -> String {
     error.to_string()
 }
 
+/// Saves a screenshot as `$MIXCAST_SCREENSHOTS/<name>.png` when that variable is set.
+fn screenshot(browser: &mut Chromium, name: &str) -> Result<(), String> {
+    let Some(dir) = std::env::var_os("MIXCAST_SCREENSHOTS") else {
+        return Ok(());
+    };
+    browser
+        .screenshot(&PathBuf::from(dir).join(format!("{name}.png")))
+        .map_err(cdp)
+}
+
 /// The harness itself: Chromium starts, loads a page and evaluates JavaScript.
 #[test]
 fn chromium_harness_evaluates_javascript() {
@@ -102,13 +111,13 @@ fn chromium_harness_evaluates_javascript() {
             )
             .map_err(cdp)?;
         let answer = browser.evaluate("window.answer").map_err(cdp)?;
-        if answer != Value::from(42) {
+        if answer != 42 {
             return Err(format!("window.answer = {answer}, expected 42"));
         }
         let awaited = browser
             .evaluate("new Promise((resolve) => setTimeout(() => resolve('later'), 50))")
             .map_err(cdp)?;
-        if awaited != Value::from("later") {
+        if awaited != "later" {
             return Err(format!("awaited promise gave {awaited}"));
         }
         match browser.evaluate("(() => { throw new Error('boom') })()") {
@@ -145,8 +154,7 @@ fn page_lists_streams_and_shows_whep_errors() {
             .evaluate("document.querySelector('[data-stream=studio] .info').textContent")
             .map_err(cdp)?;
         let info = info.as_str().unwrap_or_default();
-        if !info.contains("3 viewers") || !info.contains("1 publisher") || !info.contains("file")
-        {
+        if !info.contains("3 viewers") || !info.contains("1 publisher") || !info.contains("file") {
             return Err(format!("studio's card says {info:?}"));
         }
 
@@ -168,7 +176,7 @@ fn page_lists_streams_and_shows_whep_errors() {
         if !shown.contains("503") || !shown.contains("too many viewers") {
             return Err(format!("the page shows {shown:?} for a 503"));
         }
-        Ok(())
+        screenshot(browser, "page-whep-error")
     });
     drop(runtime);
 }
@@ -193,7 +201,10 @@ fn chromium_plays_live_440_left_660_right() {
 
 fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Result<(), String> {
     browser
-        .navigate(&format!("http://{addr}/?play=live"), Duration::from_secs(10))
+        .navigate(
+            &format!("http://{addr}/?play=live"),
+            Duration::from_secs(10),
+        )
         .map_err(cdp)?;
 
     // Media flows: enough packets and real audio energy.
@@ -222,7 +233,9 @@ fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Resul
     eprintln!("inbound audio: {stats}");
     let sessions = server.live_sessions();
     if sessions < 1 {
-        return Err(format!("playing, yet the server counts {sessions} live sessions"));
+        return Err(format!(
+            "playing, yet the server counts {sessions} live sessions"
+        ));
     }
 
     // The media itself: the tone's frequency on each channel. Readings in the tone's
@@ -249,6 +262,7 @@ fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Resul
         std::thread::sleep(Duration::from_millis(150));
     }
     eprintln!("dominant frequencies (left, right): {readings:?}");
+    screenshot(browser, "page-playing-live")?;
 
     // Stop: the page DELETEs its session and the server lets it go.
     let stopped = browser
@@ -295,7 +309,9 @@ mod stand_in {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("binds 127.0.0.1:0");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let app = Router::new()
             .route("/", get(|| async { Html(INDEX_HTML) }))
             .route(

@@ -109,7 +109,10 @@ impl Chromium {
         let mut guard = ChildGuard(Some(child));
         let (port, path) = wait_for_devtools_port(profile.path(), &mut guard)?;
         let socket = connect(port, &path)?;
-        let child = guard.0.take().expect("the guard holds the child until here");
+        let child = guard
+            .0
+            .take()
+            .expect("the guard holds the child until here");
         let mut chromium = Chromium {
             child: Arc::new(Mutex::new(child)),
             profile,
@@ -201,6 +204,20 @@ impl Chromium {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Saves a PNG of the page (for looking at it: `MIXCAST_SCREENSHOTS=dir`).
+    pub fn screenshot(&mut self, path: &Path) -> Result<(), CdpError> {
+        let shot = self.command(
+            "Page.captureScreenshot",
+            json!({ "format": "png" }),
+            COMMAND_TIMEOUT,
+        )?;
+        let png = shot["data"]
+            .as_str()
+            .and_then(decode_base64)
+            .ok_or_else(|| CdpError::Connection("captureScreenshot gave no PNG".into()))?;
+        std::fs::write(path, png).map_err(|e| CdpError::Process(format!("{}: {e}", path.display())))
     }
 
     /// The page's console messages and uncaught exceptions so far, for failure reports.
@@ -326,7 +343,8 @@ impl Chromium {
                     })
                     .unwrap_or_default();
                 let kind = params["type"].as_str().unwrap_or("log");
-                self.console.push(format!("console.{kind}: {}", args.join(" ")));
+                self.console
+                    .push(format!("console.{kind}: {}", args.join(" ")));
             }
             Some("Runtime.exceptionThrown") => {
                 let details = &params["exceptionDetails"];
@@ -361,7 +379,10 @@ impl Killer {
     /// Kills the process and reaps it; harmless if it has already exited.
     pub fn kill(&self) {
         // A poisoned lock still holds a valid `Child`.
-        let mut child = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut child = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -427,4 +448,28 @@ fn connect(port: u16, path: &str) -> Result<WebSocket<TcpStream>, CdpError> {
     let (socket, _response) = tungstenite::client(url.as_str(), stream)
         .map_err(|e| CdpError::Connection(format!("websocket handshake with {url}: {e}")))?;
     Ok(socket)
+}
+
+/// Standard base64 (CDP's encoding of binary data), or None if malformed.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in digits {
+        acc = (acc << 6) | u32::from(value(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
