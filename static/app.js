@@ -139,9 +139,9 @@ class WhepPlayer extends EventTarget {
           `POST ${endpoint.pathname} answered ${response.status} ${response.statusText}${detail}`,
         );
       }
-      const location_ = response.headers.get("Location");
-      if (!location_) throw new PlayerError("the server's 201 has no Location header");
-      const sessionUrl = new URL(location_, endpoint);
+      const sessionPath = response.headers.get("Location");
+      if (!sessionPath) throw new PlayerError("the server's 201 has no Location header");
+      const sessionUrl = new URL(sessionPath, endpoint);
       if (this.#pc !== pc) {
         // Stopped while the POST was in flight: end the session we just created.
         fetch(sessionUrl, { method: "DELETE" }).catch(() => {});
@@ -248,6 +248,7 @@ class WhepPlayer extends EventTarget {
   }
 
   #onTrack(event) {
+    if (event.track.kind !== "audio") return;
     const stream = event.streams[0] ?? new MediaStream([event.track]);
     // Chrome pulls remote WebRTC audio only for a playing media element; WebAudio then
     // taps the same stream for the meters.
