@@ -5,3 +5,8 @@ pub mod client;
 pub mod config;
 pub mod media;
 pub mod server;
+pub mod engine;
+pub mod metrics;
+pub mod net;
+pub mod sessions;
+pub mod signal;
