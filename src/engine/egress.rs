@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::Protocol;
@@ -20,6 +20,9 @@ use crate::media::mixer::Mixer;
 use crate::media::opus::{Encoder, MAX_PACKET};
 use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use crate::metrics::Metrics;
+
+/// A viewer that has not connected (ICE and DTLS) this long after its answer is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A stream as the TX thread sees it: its mix, its encoder, its media clock.
 pub struct StreamMix {
@@ -56,6 +59,8 @@ struct Viewer {
     /// The audio m-line and our Opus PT, known once str0m reports the media.
     audio: Option<(Mid, Pt)>,
     connected: bool,
+    /// When the viewer was added, to give up on one that never connects.
+    added: Instant,
     /// The timeout str0m last asked for, while it has an entry in `timers`.
     next_timeout: Option<Instant>,
 }
@@ -120,6 +125,7 @@ impl Egress {
             stream,
             audio: None,
             connected: false,
+            added: now,
             next_timeout: None,
         });
         self.index.insert(key, idx);
@@ -255,6 +261,12 @@ impl Egress {
         let mut idx = 0;
         while idx < self.viewers.len() {
             let v = &mut self.viewers[idx];
+            if !v.connected && now.saturating_duration_since(v.added) > CONNECT_TIMEOUT {
+                let key = v.key;
+                tracing::debug!(key, "viewer did not connect in {CONNECT_TIMEOUT:?}");
+                self.end(key, EndReason::IceFailed);
+                continue;
+            }
             let s = &self.streams[v.stream];
             if let (true, Some((mid, pt)), true) = (v.connected, v.audio, s.packet_len > 0) {
                 let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
