@@ -450,7 +450,7 @@ impl DecodeLoop {
             match file.decoder.decode(&packet) {
                 Ok(buf) => {
                     decode_errors = 0;
-                    self.to_stereo(buf);
+                    self.convert_to_stereo(buf);
                 }
                 Err(SymphoniaError::DecodeError(msg)) => {
                     decode_errors += 1;
@@ -478,7 +478,7 @@ impl DecodeLoop {
 
     /// Converts one decoded buffer to interleaved stereo at its own rate in `self.stereo`,
     /// and makes sure the resampler matches that rate.
-    fn to_stereo(&mut self, buf: AudioBufferRef<'_>) {
+    fn convert_to_stereo(&mut self, buf: AudioBufferRef<'_>) {
         let spec: SignalSpec = *buf.spec();
         let needed = buf.frames() * spec.channels.count();
         let reuse = self
@@ -521,5 +521,400 @@ impl DecodeLoop {
             off += self.prod.push_slice(&self.resampled[off..off + n]);
         }
         Ok((self.resampled.len() / CHANNELS) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::analysis::{deinterleave, dominant_frequency, peak, rms, Spectrum};
+    use std::process::Command;
+
+    /// Writes a 16-bit WAV with one sine per channel (`freqs[c]`, 0 for silence).
+    fn write_wav(path: &Path, rate: u32, freqs: &[f32], amp: f32, secs: f32) {
+        let spec = hound::WavSpec {
+            channels: freqs.len() as u16,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+        for i in 0..(rate as f32 * secs) as usize {
+            for &f in freqs {
+                let t = i as f32 / rate as f32;
+                let x = amp * (2.0 * std::f32::consts::PI * f * t).sin();
+                w.write_sample((x * 32767.0) as i16).expect("write sample");
+            }
+        }
+        w.finalize().expect("finalize wav");
+    }
+
+    /// Pulls `frames` frames, giving the decoder thread time to keep up (debug builds are
+    /// slow), so the content is checked without underruns.
+    fn pull(src: &mut FileSource, frames: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(frames * FRAME_LEN);
+        let mut f = [0.0; FRAME_LEN];
+        for _ in 0..frames {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while src.buffered_frames() < FRAME_LEN / 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            src.fill(&mut f);
+            out.extend_from_slice(&f);
+        }
+        out
+    }
+
+    fn open(paths: &[&Path]) -> FileSource {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
+        FileSource::open(&paths).expect("file source opens")
+    }
+
+    /// Samples `from..to` seconds of one channel at 48 kHz.
+    fn secs(channel: &[f32], from: f32, to: f32) -> &[f32] {
+        &channel[(from * 48_000.0) as usize..(to * 48_000.0) as usize]
+    }
+
+    fn assert_freq(samples: &[f32], want: f32, what: &str) {
+        let got = dominant_frequency(samples, SAMPLE_RATE);
+        assert!(
+            (got - want).abs() < 2.0,
+            "{what}: want {want} Hz, got {got}"
+        );
+    }
+
+    /// Waits up to `limit` for `cond`.
+    fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
+    /// Runs an encoder from Debian's packages (flac, lame, vorbis-tools). Without it the
+    /// test is skipped, except under CI (`CI` set), where it fails.
+    fn encode(tool: &str, args: &[&std::ffi::OsStr]) -> bool {
+        match Command::new(tool).args(args).status() {
+            Ok(s) if s.success() => true,
+            Ok(s) => panic!("{tool} failed: {s}"),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("{tool} is needed by this test under CI: {e}")
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: {tool} not available ({e}); install flac, lame, vorbis-tools");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn wav_44k1_mono_plays_on_both_channels_at_48k() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mono.wav");
+        write_wav(&path, 44_100, &[440.0], 0.5, 1.0);
+        let mut src = open(&[&path]);
+        let (l, r) = deinterleave(&pull(&mut src, 40));
+        assert_eq!(l, r);
+        let l = secs(&l, 0.05, 0.75);
+        assert_freq(l, 440.0, "left");
+        assert!(
+            (rms(l) - 0.5 / 2f32.sqrt()).abs() < 0.01,
+            "level {}",
+            rms(l)
+        );
+        assert_eq!(src.underruns(), 0);
+        assert_eq!(src.describe(), "file:mono.wav");
+    }
+
+    #[test]
+    fn wav_22k05_stereo_keeps_its_channels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stereo.wav");
+        write_wav(&path, 22_050, &[440.0, 660.0], 0.3, 1.0);
+        let mut src = open(&[&path]);
+        let (l, r) = deinterleave(&pull(&mut src, 40));
+        assert_freq(secs(&l, 0.05, 0.75), 440.0, "left");
+        assert_freq(secs(&r, 0.05, 0.75), 660.0, "right");
+        assert!(Spectrum::new(secs(&l, 0.05, 0.75), SAMPLE_RATE).band_fraction(660.0, 20.0) < 1e-4);
+        assert_eq!(src.underruns(), 0);
+    }
+
+    #[test]
+    fn short_file_loops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("short.wav");
+        write_wav(&path, 44_100, &[1000.0], 0.5, 0.25);
+        let mut src = open(&[&path]);
+        // 1.5 s from a 0.25 s file: sound all along.
+        let (l, _) = deinterleave(&pull(&mut src, 75));
+        for w in l.chunks(2400) {
+            assert!(rms(w) > 0.3, "a gap in the loop: {}", rms(w));
+        }
+        assert_freq(&l, 1000.0, "looped");
+        assert_eq!(src.underruns(), 0);
+    }
+
+    #[test]
+    fn playlist_plays_in_order_and_loops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.wav");
+        let b = dir.path().join("b.wav");
+        write_wav(&a, 44_100, &[440.0], 0.4, 0.5);
+        write_wav(&b, 32_000, &[880.0, 880.0], 0.4, 0.5);
+        let mut src = open(&[&a, &b]);
+        let (l, r) = deinterleave(&pull(&mut src, 100));
+        for (i, want) in [440.0, 880.0, 440.0, 880.0].into_iter().enumerate() {
+            let start = i as f32 * 0.5;
+            assert_freq(secs(&l, start + 0.05, start + 0.45), want, "left");
+            assert_freq(secs(&r, start + 0.05, start + 0.45), want, "right");
+        }
+        assert_eq!(src.describe(), "file:a.wav,b.wav");
+    }
+
+    #[test]
+    fn surround_is_folded_down_per_side() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("5.1.wav");
+        // hound marks 6 channels as FL FR FC LFE BL BR.
+        write_wav(
+            &path,
+            48_000,
+            &[440.0, 660.0, 1000.0, 60.0, 300.0, 500.0],
+            0.5,
+            0.6,
+        );
+        let mut src = open(&[&path]);
+        let out = pull(&mut src, 25);
+        assert!(
+            peak(&out) <= 0.5 + 1e-3,
+            "the downmix must not raise the level"
+        );
+        let (l, r) = deinterleave(&out);
+        let left = Spectrum::new(secs(&l, 0.02, 0.48), SAMPLE_RATE);
+        let right = Spectrum::new(secs(&r, 0.02, 0.48), SAMPLE_RATE);
+        for f in [440.0, 1000.0, 300.0] {
+            assert!(left.band_fraction(f, 20.0) > 0.1, "left lacks {f}");
+        }
+        for f in [660.0, 1000.0, 500.0] {
+            assert!(right.band_fraction(f, 20.0) > 0.1, "right lacks {f}");
+        }
+        for f in [660.0, 500.0, 60.0] {
+            assert!(left.band_fraction(f, 20.0) < 1e-3, "left has {f}");
+        }
+        for f in [440.0, 300.0, 60.0] {
+            assert!(right.band_fraction(f, 20.0) < 1e-3, "right has {f}");
+        }
+        assert_freq(secs(&l, 0.02, 0.48), 440.0, "front left dominates left");
+    }
+
+    #[test]
+    fn open_fails_fast_on_missing_or_garbage_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.wav");
+        write_wav(&good, 48_000, &[440.0], 0.5, 0.1);
+        let garbage = dir.path().join("garbage.mp3");
+        std::fs::write(
+            &garbage,
+            b"this is not audio at all, not even close".repeat(100),
+        )
+        .expect("write garbage");
+        let empty = dir.path().join("empty.wav");
+        write_wav(&empty, 48_000, &[440.0], 0.5, 0.0);
+        let missing = dir.path().join("missing.flac");
+        for (paths, bad) in [
+            (vec![missing.clone()], &missing),
+            (vec![good.clone(), missing.clone()], &missing),
+            (vec![garbage.clone(), good.clone()], &garbage),
+            (vec![empty.clone()], &empty),
+        ] {
+            let started = Instant::now();
+            match FileSource::open(&paths) {
+                Err(SourceError::File { path, reason }) => {
+                    assert_eq!(&path, bad, "{reason}");
+                    assert!(!reason.is_empty());
+                }
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("{paths:?} opened"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "slow failure");
+        }
+        assert!(matches!(
+            FileSource::open(&[]),
+            Err(SourceError::BadSpec(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_failing_mid_playlist_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.wav");
+        let b = dir.path().join("b.wav");
+        let c = dir.path().join("c.wav");
+        // `a` is longer than the ring, so the decoder is still in it when `b` goes away.
+        write_wav(&a, 48_000, &[440.0], 0.4, 1.6);
+        write_wav(&b, 48_000, &[550.0], 0.4, 0.4);
+        write_wav(&c, 48_000, &[880.0], 0.4, 0.5);
+        let mut src = open(&[&a, &b, &c]);
+        std::fs::remove_file(&b).expect("remove b");
+        let (l, _) = deinterleave(&pull(&mut src, 125));
+        assert_freq(secs(&l, 0.1, 1.5), 440.0, "a");
+        assert_freq(secs(&l, 1.65, 2.05), 880.0, "c right after a");
+        assert_freq(secs(&l, 2.15, 2.45), 440.0, "a again");
+        assert_eq!(src.underruns(), 0);
+    }
+
+    #[test]
+    fn all_files_failing_gives_silence_then_drop_stops_the_idle_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.wav");
+        // Longer than the ring: the decoder is still in its first pass when `a` goes away.
+        write_wav(&a, 48_000, &[440.0], 0.4, 1.5);
+        let mut src = open(&[&a]);
+        std::fs::remove_file(&a).expect("remove a");
+        let (l, _) = deinterleave(&pull(&mut src, 75));
+        assert_freq(&l, 440.0, "the one pass");
+        assert_eq!(src.underruns(), 0);
+        let shared = src.shared.clone();
+        assert!(eventually(Duration::from_secs(5), || shared
+            .all_failed
+            .load(Ordering::Acquire)));
+        let mut f = [0.0; FRAME_LEN];
+        for _ in 0..10 {
+            src.fill(&mut f);
+            assert_eq!(peak(&f), 0.0);
+        }
+        assert_eq!(src.underruns(), 10);
+        // The thread waits out RETRY_INTERVAL (5 s) parked; dropping wakes and ends it.
+        assert!(shared.running.load(Ordering::Acquire));
+        let dropped = Instant::now();
+        drop(src);
+        assert!(eventually(Duration::from_secs(2), || !shared
+            .running
+            .load(Ordering::Acquire)));
+        assert!(dropped.elapsed() < RETRY_INTERVAL);
+    }
+
+    #[test]
+    fn drop_stops_a_busy_decoder_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("long.wav");
+        write_wav(&a, 44_100, &[440.0, 660.0], 0.4, 3.0);
+        let src = open(&[&a]);
+        let shared = src.shared.clone();
+        // Let it fill the ring and park on it.
+        assert!(eventually(Duration::from_secs(10), || src
+            .buffered_frames()
+            >= RING_SAMPLES / 2 - 2048));
+        drop(src);
+        assert!(eventually(Duration::from_secs(2), || !shared
+            .running
+            .load(Ordering::Acquire)));
+    }
+
+    #[test]
+    fn underrun_pads_with_silence_and_counts() {
+        let (mut prod, cons) = HeapRb::<f32>::new(RING_SAMPLES).split();
+        let mut src = FileSource {
+            cons,
+            underruns: 0,
+            name: "test".into(),
+            shared: Arc::new(Shared::default()),
+            decoder: std::thread::current(),
+        };
+        let mut f = [0.5; FRAME_LEN];
+        src.fill(&mut f);
+        assert!(f.iter().all(|&x| x == 0.0));
+        assert_eq!(src.underruns(), 1);
+        prod.push_slice(&[0.25; 1000]);
+        src.fill(&mut f);
+        assert!(f[..1000].iter().all(|&x| x == 0.25));
+        assert!(f[1000..].iter().all(|&x| x == 0.0));
+        assert_eq!(src.underruns(), 2);
+        prod.push_slice(&[0.125; FRAME_LEN + 10]);
+        src.fill(&mut f);
+        assert!(f.iter().all(|&x| x == 0.125));
+        assert_eq!(src.underruns(), 2);
+        assert_eq!(src.buffered_frames(), 5);
+    }
+
+    #[test]
+    fn flac_96k_stereo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wav = dir.path().join("in.wav");
+        let flac = dir.path().join("out.flac");
+        write_wav(&wav, 96_000, &[440.0, 660.0], 0.4, 0.8);
+        if !encode(
+            "flac",
+            &[
+                "--silent".as_ref(),
+                "-f".as_ref(),
+                "-o".as_ref(),
+                flac.as_os_str(),
+                wav.as_os_str(),
+            ],
+        ) {
+            return;
+        }
+        let mut src = open(&[&flac]);
+        let (l, r) = deinterleave(&pull(&mut src, 35));
+        assert_freq(secs(&l, 0.05, 0.7), 440.0, "flac left");
+        assert_freq(secs(&r, 0.05, 0.7), 660.0, "flac right");
+        assert!((rms(secs(&l, 0.05, 0.7)) - 0.4 / 2f32.sqrt()).abs() < 0.01);
+    }
+
+    #[test]
+    fn mp3_44k1_stereo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wav = dir.path().join("in.wav");
+        let mp3 = dir.path().join("out.mp3");
+        write_wav(&wav, 44_100, &[440.0, 660.0], 0.4, 1.0);
+        if !encode(
+            "lame",
+            &[
+                "--quiet".as_ref(),
+                "-b".as_ref(),
+                "192".as_ref(),
+                wav.as_os_str(),
+                mp3.as_os_str(),
+            ],
+        ) {
+            return;
+        }
+        let mut src = open(&[&mp3]);
+        let (l, r) = deinterleave(&pull(&mut src, 45));
+        assert_freq(secs(&l, 0.1, 0.8), 440.0, "mp3 left");
+        assert_freq(secs(&r, 0.1, 0.8), 660.0, "mp3 right");
+        let left = Spectrum::new(secs(&l, 0.1, 0.8), SAMPLE_RATE);
+        assert!(left.band_fraction(440.0, 20.0) > 0.99);
+    }
+
+    #[test]
+    fn ogg_vorbis_32k_mono() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wav = dir.path().join("in.wav");
+        let ogg = dir.path().join("out.ogg");
+        write_wav(&wav, 32_000, &[1000.0], 0.4, 1.0);
+        if !encode(
+            "oggenc",
+            &[
+                "-Q".as_ref(),
+                "-q".as_ref(),
+                "5".as_ref(),
+                "-o".as_ref(),
+                ogg.as_os_str(),
+                wav.as_os_str(),
+            ],
+        ) {
+            return;
+        }
+        let mut src = open(&[&ogg]);
+        let (l, r) = deinterleave(&pull(&mut src, 45));
+        assert_freq(secs(&l, 0.1, 0.8), 1000.0, "vorbis left");
+        assert_freq(secs(&r, 0.1, 0.8), 1000.0, "vorbis right");
+        assert!((rms(secs(&l, 0.1, 0.8)) - 0.4 / 2f32.sqrt()).abs() < 0.02);
     }
 }
