@@ -230,16 +230,3 @@ mod tests {
         }
     }
 }
-
-impl std::fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SourceSpec::Tone => write!(f, "tone"),
-            SourceSpec::Silence => write!(f, "silence"),
-            SourceSpec::Files(p) => {
-                let list: Vec<String> = p.iter().map(|p| p.display().to_string()).collect();
-                write!(f, "file:{}", list.join(","))
-            }
-        }
-    }
-}
