@@ -19,6 +19,12 @@ use mixcast::media::{opus, Frame, FRAME_LEN};
 use std::hint::black_box;
 
 const BITRATE: u32 = 128_000;
+/// What `media::opus` is built on in this build.
+const MIXCAST: &str = if cfg!(feature = "libopus") {
+    "mixcast(libopus)"
+} else {
+    "mixcast(ropus)"
+};
 
 /// Two seconds of the test signal, sounding and silent parts, as frames.
 fn frames() -> Vec<Frame> {
@@ -42,7 +48,7 @@ fn bench(c: &mut Criterion) {
     let mut enc = opus::Encoder::new(BITRATE).expect("encoder");
     let mut buf = [0u8; opus::MAX_PACKET];
     let mut i = 0;
-    enc_group.bench_function(BenchmarkId::from_parameter("mixcast"), |b| {
+    enc_group.bench_function(BenchmarkId::from_parameter(MIXCAST), |b| {
         b.iter(|| {
             i = (i + 1) % frames.len();
             black_box(enc.encode(black_box(&frames[i]), &mut buf).expect("encode"))
@@ -73,7 +79,7 @@ fn bench(c: &mut Criterion) {
     let mut dec = opus::Decoder::new().expect("decoder");
     let mut out = [0f32; FRAME_LEN];
     let mut i = 0;
-    dec_group.bench_function(BenchmarkId::from_parameter("mixcast"), |b| {
+    dec_group.bench_function(BenchmarkId::from_parameter(MIXCAST), |b| {
         b.iter(|| {
             i = (i + 1) % packets.len();
             black_box(
