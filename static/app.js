@@ -14,6 +14,7 @@ const STATS_INTERVAL_MS = 1000;
 // only about sending a complete offer; on loopback it finishes in milliseconds.
 const ICE_GATHERING_TIMEOUT_MS = 2000;
 const CONNECT_TIMEOUT_MS = 10000;
+const DELETE_TIMEOUT_MS = 5000;
 // 8192 samples at 48 kHz: 5.9 Hz bins and a 170 ms window, shorter than the test
 // signal's 800 ms beep.
 const FFT_SIZE = 8192;
@@ -70,12 +71,14 @@ function dominantFrequency(spectrumDb, sampleRate, fftSize) {
 
 /** One WHEP session for one stream. Fires "change" whenever state or error changes. */
 class WhepPlayer extends EventTarget {
-  /** "idle" | "connecting" | "connected" | "disconnected" | "stopped" | "failed" */
+  /** "idle" | "connecting" | "connected" | "disconnected" | "stopping" | "stopped" | "failed" */
   state = "idle";
   /** The last error's message, or null. */
   error = null;
   /** A hint for the user that is not an error (e.g. autoplay blocked), or null. */
   notice = null;
+  /** The HTTP status of the last DELETE of a session, or null. */
+  deleteStatus = null;
 
   #pc = null;
   #sessionUrl = null;
@@ -102,6 +105,7 @@ class WhepPlayer extends EventTarget {
     this.#pc = pc;
     this.#lastBytes = null;
     this.#bitrate = null;
+    this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
     this.#set({ state: "connecting", error: null, notice: null });
@@ -154,19 +158,32 @@ class WhepPlayer extends EventTarget {
     }
   }
 
-  /** Ends the session: DELETE on its URL, then closes everything local. */
+  /** Ends the session: DELETE on its URL first (closing the connection first would make
+   * the server see the peer vanish before it hears the DELETE), then closes everything. */
   async stop() {
+    if (!this.#pc || this.state === "stopping") return;
+    const pc = this.#pc;
     const sessionUrl = this.#sessionUrl;
-    this.#close();
-    this.#set({ state: "stopped", notice: null });
-    if (!sessionUrl) return;
-    try {
-      const response = await fetch(sessionUrl, { method: "DELETE" });
-      if (!response.ok) {
-        throw new PlayerError(`DELETE ${sessionUrl.pathname} answered ${response.status}`);
+    this.#set({ state: "stopping", notice: null });
+    let error = null;
+    if (sessionUrl) {
+      try {
+        const response = await fetch(sessionUrl, {
+          method: "DELETE",
+          signal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+        });
+        this.deleteStatus = response.status;
+        if (!response.ok) {
+          error = `DELETE ${sessionUrl.pathname} answered ${response.status}`;
+        }
+      } catch (err) {
+        error = `DELETE ${sessionUrl.pathname}: ${messageOf(err)}`;
       }
-    } catch (err) {
-      this.#set({ error: messageOf(err) });
+    }
+    // play() may have failed, or started again, while the DELETE was in flight.
+    if (this.#pc === pc) {
+      this.#close();
+      this.#set({ state: "stopped", error });
     }
   }
 
@@ -274,7 +291,8 @@ class WhepPlayer extends EventTarget {
   }
 
   #onConnectionState(pc) {
-    if (this.#pc !== pc) return;
+    // While stopping, the server ending the connection is expected.
+    if (this.#pc !== pc || this.state === "stopping") return;
     switch (pc.connectionState) {
       case "connected":
         clearTimeout(this.#connectTimer);
@@ -292,7 +310,7 @@ class WhepPlayer extends EventTarget {
   }
 
   #fail(pc, err) {
-    if (this.#pc !== pc) return;
+    if (this.#pc !== pc || this.state === "stopping") return;
     const sessionUrl = this.#sessionUrl;
     this.#close();
     this.#set({ state: "failed", error: messageOf(err) });
@@ -389,7 +407,7 @@ class StreamCard {
     this.el.state.textContent = state;
     this.el.state.dataset.state = state;
     this.el.play.disabled = playing;
-    this.el.stop.disabled = !playing;
+    this.el.stop.disabled = !playing || state === "stopping";
     const message = error ?? notice;
     this.el.error.hidden = !message;
     this.el.error.textContent = message ?? "";
@@ -532,6 +550,7 @@ window.mixcastTest = {
   streams: () => [...app.cards.keys()],
   state: (stream) => app.cards.get(stream)?.player.state ?? null,
   error: (stream) => app.cards.get(stream)?.player.error ?? null,
+  deleteStatus: (stream) => app.cards.get(stream)?.player.deleteStatus ?? null,
   play: (stream) => app.card(stream).player.play(),
   stop: (stream) => app.cards.get(stream)?.player.stop(),
   stats: async (stream) => (await app.cards.get(stream)?.player.stats()) ?? null,

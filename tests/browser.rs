@@ -189,6 +189,11 @@ fn chromium_plays_live_440_left_660_right() {
     let Some(binary) = chromium_or_skip("chromium_plays_live_440_left_660_right") else {
         return;
     };
+    // The server's log, with RUST_LOG=mixcast=debug, helps when this fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
     let addr = server.http_addr();
     let server = std::sync::Arc::new(server);
@@ -268,10 +273,10 @@ fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Resul
     let stopped = browser
         .evaluate(
             "mixcastTest.stop('live').then(() => ({ state: mixcastTest.state('live'),\
-             error: mixcastTest.error('live') }))",
+             error: mixcastTest.error('live'), status: mixcastTest.deleteStatus('live') }))",
         )
         .map_err(cdp)?;
-    if stopped["state"] != "stopped" || !stopped["error"].is_null() {
+    if stopped["state"] != "stopped" || !stopped["error"].is_null() || stopped["status"] != 200 {
         return Err(format!("after stop: {stopped}"));
     }
     let deadline = Instant::now() + Duration::from_secs(3);
