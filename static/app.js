@@ -21,6 +21,8 @@ const FFT_SIZE = 8192;
 // Below this (dBFS, per FFT bin) a channel counts as silent.
 const SILENCE_DB = -90;
 const METER_FLOOR_DB = -60;
+// The meters look at the last ~45 ms, so they follow the sound closely.
+const METER_WINDOW = 2048;
 
 /** An error to show to the user as it is. */
 class PlayerError extends Error {}
@@ -238,18 +240,19 @@ class WhepPlayer extends EventTarget {
     };
   }
 
-  /** Per channel: { rms, peak } of the analyser's current window, or [] before audio. */
+  /** Per channel: { rms, peak } of the last METER_WINDOW samples, or [] before audio. */
   levels() {
     return this.#analysers.map((analyser) => {
       const samples = new Float32Array(analyser.fftSize);
       analyser.getFloatTimeDomainData(samples);
+      const recent = samples.subarray(samples.length - METER_WINDOW);
       let sum = 0;
       let peak = 0;
-      for (const x of samples) {
+      for (const x of recent) {
         sum += x * x;
         peak = Math.max(peak, Math.abs(x));
       }
-      return { rms: Math.sqrt(sum / samples.length), peak };
+      return { rms: Math.sqrt(sum / recent.length), peak };
     });
   }
 
@@ -422,7 +425,8 @@ class StreamCard {
       const peakDb = level && level.peak > 0 ? 20 * Math.log10(level.peak) : -Infinity;
       // The peak mark falls back slowly, and vanishes with the audio.
       meter.held = level ? Math.max(meterFraction(peakDb), meter.held * 0.97) : 0;
-      meter.bar.style.transform = `scaleX(${meterFraction(db)})`;
+      // Clipped rather than scaled, so the colours stay at their dB marks.
+      meter.bar.style.clipPath = `inset(0 ${100 - meterFraction(db) * 100}% 0 0)`;
       meter.peak.style.left = `${meter.held * 100}%`;
       meter.peak.hidden = meter.held === 0;
       meter.db.textContent = Number.isFinite(db) ? `${db.toFixed(1)} dB` : "–∞ dB";

@@ -242,6 +242,14 @@ fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Resul
             "playing, yet the server counts {sessions} live sessions"
         ));
     }
+    // The page's stream list (refreshed every 3 s) counts this viewer.
+    browser
+        .wait_for(
+            "document.querySelector('[data-stream=live] .viewers').textContent === '1 viewer'",
+            Instant::now() + Duration::from_secs(8),
+            "the stream list to show 1 viewer",
+        )
+        .map_err(cdp)?;
 
     // The media itself: the tone's frequency on each channel. Readings in the tone's
     // silent gap are null; five in tolerance pass, and all are reported on failure.
