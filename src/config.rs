@@ -243,11 +243,21 @@ pub struct ServeArgs {
 
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key). Browsers need HTTPS
     /// for the microphone anywhere but localhost.
-    #[arg(long, env = "MIXCAST_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "MIXCAST_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// The PEM private key for --tls-cert.
-    #[arg(long, env = "MIXCAST_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "MIXCAST_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Validate the configuration, print it, and exit.
@@ -359,7 +369,9 @@ impl ServeArgs {
             .or(file.max_viewers)
             .unwrap_or(DEFAULT_MAX_VIEWERS);
         if max_viewers == 0 {
-            return Err(ConfigError::Invalid("max_viewers must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_viewers must be at least 1".into(),
+            ));
         }
         let bitrate = self.bitrate.or(file.bitrate).unwrap_or(DEFAULT_BITRATE);
         if !(6_000..=510_000).contains(&bitrate) {

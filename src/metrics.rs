@@ -27,7 +27,10 @@ impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_nanos
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
@@ -91,7 +94,7 @@ impl Metrics {
             *n = n.saturating_sub(1);
         }
         match reason {
-            EndReason::Closed => &self.sessions_closed,
+            EndReason::Closed | EndReason::PeerClosed => &self.sessions_closed,
             EndReason::IceFailed | EndReason::Failed => &self.sessions_failed,
         }
         .fetch_add(1, Relaxed);
@@ -122,17 +125,50 @@ impl Metrics {
             out,
             "# HELP mixcast_viewers Viewers connected to a stream now.\n# TYPE mixcast_viewers gauge"
         );
-        for (stream, n) in self.viewers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (stream, n) in self
+            .viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(out, "mixcast_viewers{{stream=\"{}\"}} {n}", escape(stream));
         }
         let counters: [(&str, &str, &AtomicU64); 7] = [
-            ("mixcast_sessions_created_total", "WebRTC sessions created.", &self.sessions_created),
-            ("mixcast_sessions_closed_total", "Sessions closed by DELETE or shutdown.", &self.sessions_closed),
-            ("mixcast_sessions_failed_total", "Sessions ended by ICE, consent or DTLS failure.", &self.sessions_failed),
-            ("mixcast_packets_sent_total", "UDP datagrams sent.", &self.packets_sent),
-            ("mixcast_bytes_sent_total", "UDP payload bytes sent.", &self.bytes_sent),
-            ("mixcast_udp_unrouted_total", "Datagrams from unknown peers, dropped.", &self.udp_unrouted),
-            ("mixcast_udp_queue_full_total", "Datagrams dropped on a full owner queue.", &self.udp_queue_full),
+            (
+                "mixcast_sessions_created_total",
+                "WebRTC sessions created.",
+                &self.sessions_created,
+            ),
+            (
+                "mixcast_sessions_closed_total",
+                "Sessions closed by DELETE, by the peer, or at shutdown.",
+                &self.sessions_closed,
+            ),
+            (
+                "mixcast_sessions_failed_total",
+                "Sessions ended by ICE, consent or DTLS failure.",
+                &self.sessions_failed,
+            ),
+            (
+                "mixcast_packets_sent_total",
+                "UDP datagrams sent.",
+                &self.packets_sent,
+            ),
+            (
+                "mixcast_bytes_sent_total",
+                "UDP payload bytes sent.",
+                &self.bytes_sent,
+            ),
+            (
+                "mixcast_udp_unrouted_total",
+                "Datagrams from unknown peers, dropped.",
+                &self.udp_unrouted,
+            ),
+            (
+                "mixcast_udp_queue_full_total",
+                "Datagrams dropped on a full owner queue.",
+                &self.udp_queue_full,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -156,7 +192,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

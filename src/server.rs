@@ -193,7 +193,11 @@ impl Server {
                 });
             }
         }
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!("signalling on {scheme}://{http_addr}/ (WHEP: /{{stream}}/whep)");
         tracing::info!(
             "media on udp {udp_addr}; host candidates: {}",
@@ -305,4 +309,3 @@ impl Drop for Server {
         }
     }
 }
-

@@ -2,7 +2,7 @@
 //! the id in their URL) and the owner threads (which remove them when they end).
 //! Touched once per session event, never per packet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use crate::engine::PeerKey;
@@ -20,10 +20,16 @@ pub struct SessionEntry {
     pub remote_ufrag: Option<String>,
 }
 
+/// Ended sessions remembered so that a late DELETE (a player that closed its connection
+/// first) still gets 200, as WHEP clients expect. Oldest forgotten first.
+const RECENTLY_ENDED: usize = 4096;
+
 #[derive(Default)]
 struct Table {
     by_id: HashMap<String, SessionEntry>,
     id_of: HashMap<PeerKey, String>,
+    ended: VecDeque<(String, String)>,
+    ended_ids: HashSet<String>,
 }
 
 /// Live sessions by URL id and by key.
@@ -63,7 +69,21 @@ impl Sessions {
     pub fn remove_key(&self, key: PeerKey) -> Option<SessionEntry> {
         let mut t = self.lock();
         let id = t.id_of.remove(&key)?;
-        t.by_id.remove(&id)
+        let entry = t.by_id.remove(&id)?;
+        if t.ended.len() >= RECENTLY_ENDED {
+            if let Some((old, _)) = t.ended.pop_front() {
+                t.ended_ids.remove(&old);
+            }
+        }
+        t.ended_ids.insert(id.clone());
+        t.ended.push_back((id, entry.stream.clone()));
+        Some(entry)
+    }
+
+    /// True if session `id` of `stream` ended recently.
+    pub fn recently_ended(&self, id: &str, stream: &str) -> bool {
+        let t = self.lock();
+        t.ended_ids.contains(id) && t.ended.iter().any(|(i, s)| i == id && s == stream)
     }
 
     /// Live sessions.
@@ -78,6 +98,10 @@ impl Sessions {
 
     /// Live sessions of `stream`.
     pub fn count_of(&self, stream: &str) -> usize {
-        self.lock().by_id.values().filter(|e| e.stream == stream).count()
+        self.lock()
+            .by_id
+            .values()
+            .filter(|e| e.stream == stream)
+            .count()
     }
 }

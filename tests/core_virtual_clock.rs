@@ -83,8 +83,13 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     let (offer_sdp, pending) = api.apply().unwrap();
 
-    let negotiated =
-        offer::accept(&offer_sdp.to_sdp_string(), Role::Viewer, &[server_addr], now).unwrap();
+    let negotiated = offer::accept(
+        &offer_sdp.to_sdp_string(),
+        Role::Viewer,
+        &[server_addr],
+        now,
+    )
+    .unwrap();
     assert!(negotiated.answer.contains("stereo=1"));
     let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
     client.sdp_api().accept_answer(pending, answer).unwrap();
@@ -164,7 +169,11 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
         dominant_frequency(&left, SAMPLE_RATE),
         dominant_frequency(&right, SAMPLE_RATE),
     );
-    println!("left {fl:.1} Hz, right {fr:.1} Hz, rms {:.3}/{:.3}", rms(&left), rms(&right));
+    println!(
+        "left {fl:.1} Hz, right {fr:.1} Hz, rms {:.3}/{:.3}",
+        rms(&left),
+        rms(&right)
+    );
     assert!((fl - 440.0).abs() < 5.0, "left {fl} Hz");
     assert!((fr - 660.0).abs() < 5.0, "right {fr} Hz");
     assert!(metrics.packets_sent() >= 500);

@@ -88,7 +88,9 @@ fn post(uri: &str, ct: &str, body: String) -> Request<Body> {
 }
 
 async fn body_text(res: Response<Body>) -> String {
-    let b = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let b = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
     String::from_utf8(b.to_vec()).unwrap()
 }
 
@@ -113,10 +115,15 @@ async fn post_creates_a_session() {
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_eq!(hdr(&res, "content-type"), Some("application/sdp"));
     let loc = hdr(&res, "location").unwrap().to_string();
-    let id = loc.strip_prefix("/live/whep/").expect("session under the endpoint");
+    let id = loc
+        .strip_prefix("/live/whep/")
+        .expect("session under the endpoint");
     assert_eq!(id.len(), 32, "128-bit id");
     let etag = hdr(&res, "etag").unwrap();
-    assert!(etag.starts_with('"') && etag.ends_with('"') && etag != "\"*\"", "{etag}");
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag != "\"*\"",
+        "{etag}"
+    );
     let links: Vec<_> = res.headers().get_all("link").iter().collect();
     assert_eq!(links.len(), 2);
     assert!(links[1]
@@ -168,12 +175,17 @@ async fn options_get_head() {
     .await;
     assert!(res.status().is_success());
     assert_eq!(hdr(&res, "accept-post"), Some("application/sdp"));
-    assert!(hdr(&res, "access-control-allow-methods").unwrap().contains("POST"));
+    assert!(hdr(&res, "access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
     assert_eq!(hdr(&res, "access-control-allow-origin"), Some("*"));
     assert!(hdr(&res, "access-control-expose-headers")
         .unwrap()
         .contains("Location"));
-    assert!(hdr(&res, "link").is_some(), "plain OPTIONS carries ice servers");
+    assert!(
+        hdr(&res, "link").is_some(),
+        "plain OPTIONS carries ice servers"
+    );
     let preflight = Request::options("/live/whep")
         .header("access-control-request-method", "POST")
         .header("origin", "http://example.org")
@@ -224,7 +236,9 @@ async fn delete_and_patch() {
     ));
 
     // ICE restart: new credentials. With the old ETag instead of "*": 412.
-    let restart = frag.replace("{U}", "newU").replace("{P}", "newpasswordnewpassword12");
+    let restart = frag
+        .replace("{U}", "newU")
+        .replace("{P}", "newpasswordnewpassword12");
     let res = send(&r, patch(ct, Some(&etag), restart.clone())).await;
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     // With "*": the TX thread (played here by a thread) answers with new credentials.
@@ -243,7 +257,10 @@ async fn delete_and_patch() {
     let new_etag = hdr(&res, "etag").unwrap().to_string();
     assert_ne!(new_etag, etag);
     let body = body_text(res).await;
-    assert!(body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"), "{body}");
+    assert!(
+        body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"),
+        "{body}"
+    );
     assert!(body.contains("a=candidate:"), "{body}");
 
     let del = |uri: &str| Request::delete(uri).body(Body::empty()).unwrap();

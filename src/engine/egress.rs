@@ -134,11 +134,18 @@ impl Egress {
     }
 
     /// Ends a viewer by request (DELETE or shutdown).
-    pub fn remove_viewer(&mut self, key: PeerKey, now: Instant, tx: &mut impl Transmitter) {
+    pub fn remove_viewer(&mut self, key: PeerKey, tx: &mut impl Transmitter) {
         if let Some(&idx) = self.index.get(&key) {
-            // Closing sends nothing str0m needs back, but drain anyway to honour the rule.
-            self.viewers[idx].rtc.disconnect();
-            let _ = self.drain(idx, now, tx);
+            let v = &mut self.viewers[idx];
+            v.rtc.disconnect();
+            // Send what closing produces (DTLS close_notify); the session is over either way.
+            while let Ok(out) = v.rtc.poll_output() {
+                match out {
+                    Output::Transmit(t) => tx.send(t.source, t.destination, &t.contents),
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
             self.end(key, EndReason::Closed);
         }
     }
@@ -297,10 +304,10 @@ impl Egress {
     }
 
     /// Ends every viewer (shutdown).
-    pub fn close_all(&mut self, now: Instant, tx: &mut impl Transmitter) {
+    pub fn close_all(&mut self, tx: &mut impl Transmitter) {
         while let Some(v) = self.viewers.last() {
             let key = v.key;
-            self.remove_viewer(key, now, tx);
+            self.remove_viewer(key, tx);
         }
     }
 
@@ -331,14 +338,11 @@ impl Egress {
                         tracing::info!(key, "viewer connected");
                     }
                     Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
-                        let pt = v
-                            .rtc
-                            .writer(m.mid)
-                            .and_then(|w| {
-                                w.payload_params()
-                                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                                    .map(|p| p.pt())
-                            });
+                        let pt = v.rtc.writer(m.mid).and_then(|w| {
+                            w.payload_params()
+                                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                                .map(|p| p.pt())
+                        });
                         v.audio = pt.map(|pt| (m.mid, pt));
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -354,7 +358,8 @@ impl Egress {
             }
         }
         if end.is_none() && !v.rtc.is_alive() {
-            end = Some(EndReason::Failed);
+            // No error, yet closed: the peer ended DTLS (a player that closes first).
+            end = Some(EndReason::PeerClosed);
         }
         match end {
             Some(reason) => {
@@ -379,4 +384,3 @@ impl Egress {
         self.ended.push(Ended { key, reason });
     }
 }
-

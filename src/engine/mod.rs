@@ -25,6 +25,8 @@ pub trait Transmitter {
 pub enum EndReason {
     /// The client sent DELETE (or the server is shutting down).
     Closed,
+    /// The peer closed the connection (DTLS close) without a DELETE.
+    PeerClosed,
     /// ICE failed or consent was lost.
     IceFailed,
     /// DTLS or SRTP failed, or str0m reported a fatal error.
@@ -36,6 +38,7 @@ impl EndReason {
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Closed => "closed",
+            EndReason::PeerClosed => "peer_closed",
             EndReason::IceFailed => "ice_failed",
             EndReason::Failed => "failed",
         }

@@ -75,7 +75,9 @@ fn check_shape(sdp: &str) -> Result<(), OfferError> {
         )));
     }
     if !opus {
-        return Err(OfferError::Unusable("the audio m-section does not offer Opus".into()));
+        return Err(OfferError::Unusable(
+            "the audio m-section does not offer Opus".into(),
+        ));
     }
     Ok(())
 }

@@ -114,16 +114,17 @@ impl TxThread {
                         self.egress.add_viewer(now, key, *rtc, stream, &mut tx)
                     }
                     Ok(TxCommand::RemoveViewer { key }) => {
-                        self.egress.remove_viewer(key, now, &mut tx)
+                        self.egress.remove_viewer(key, &mut tx)
                     }
-                    Ok(TxCommand::RemoteCandidate { key, candidate }) => {
-                        self.egress.add_remote_candidate(key, candidate, now, &mut tx)
-                    }
+                    Ok(TxCommand::RemoteCandidate { key, candidate }) => self
+                        .egress
+                        .add_remote_candidate(key, candidate, now, &mut tx),
                     Ok(TxCommand::IceRestart { key, remote, reply }) => {
                         let _ = reply.send(self.egress.restart_ice(key, remote, now, &mut tx));
                     }
-                    Ok(TxCommand::Shutdown) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        self.egress.close_all(now, &mut tx);
+                    Ok(TxCommand::Shutdown)
+                    | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        self.egress.close_all(&mut tx);
                         self.reap();
                         return;
                     }
@@ -161,7 +162,11 @@ impl TxThread {
                 if wake == deadline && left <= SPIN_MARGIN {
                     std::hint::spin_loop();
                 } else {
-                    let sleep = if wake == deadline { left - SPIN_MARGIN } else { left };
+                    let sleep = if wake == deadline {
+                        left - SPIN_MARGIN
+                    } else {
+                        left
+                    };
                     std::thread::park_timeout(sleep);
                 }
             }
@@ -171,7 +176,9 @@ impl TxThread {
     /// Tells the demux and the session table about viewers that ended.
     fn reap(&mut self) {
         for ended in self.egress.take_ended() {
-            let _ = self.demux.try_send(DemuxCommand::Unregister { key: ended.key });
+            let _ = self
+                .demux
+                .try_send(DemuxCommand::Unregister { key: ended.key });
             self.sessions.remove_key(ended.key);
         }
     }

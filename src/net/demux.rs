@@ -124,10 +124,18 @@ mod tests {
         let r = Route { key: 7, owner: 0 };
         d.register("abcd".into(), r);
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), None, "media before STUN is unknown");
+        assert_eq!(
+            d.route(peer, &[0x80, 0, 0, 0]),
+            None,
+            "media before STUN is unknown"
+        );
         assert_eq!(d.route(peer, &stun_with_user("abcd:xyz")), Some(r));
         assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), Some(r));
-        assert_eq!(d.route(peer, &stun_with_user("zzzz:xyz")), Some(r), "by address");
+        assert_eq!(
+            d.route(peer, &stun_with_user("zzzz:xyz")),
+            Some(r),
+            "by address"
+        );
         d.unregister(7);
         assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), None);
         assert!(d.is_empty());

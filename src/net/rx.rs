@@ -60,7 +60,12 @@ pub fn run(
         }
         let (len, source) = match received {
             Ok(r) => r,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue
             }
             // ICMP port unreachable from a gone peer surfaces here on Linux: not fatal.

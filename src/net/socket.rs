@@ -30,7 +30,8 @@ pub fn candidate_addrs(bound: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> 
     if bound.ip().is_unspecified() {
         let want_v6 = bound.is_ipv6();
         for ip in interface_addrs() {
-            let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            let link_local_v6 =
+                matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
             if (ip.is_ipv4() || want_v6) && !link_local_v6 {
                 out.push(SocketAddr::new(ip, port));
             }

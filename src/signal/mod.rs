@@ -82,7 +82,11 @@ pub struct Shared {
 impl AppState {
     /// The stream called `name`, and its index.
     pub fn stream(&self, name: &str) -> Option<(usize, &StreamInfo)> {
-        self.0.streams.iter().enumerate().find(|(_, s)| s.name == name)
+        self.0
+            .streams
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
     }
 }
 
@@ -130,7 +134,11 @@ async fn cors(req: Request<axum::body::Body>, next: Next) -> Response {
 }
 
 /// The headers of an OPTIONS answer. `preflight`: a CORS preflight, which gets no `Link`.
-pub(crate) fn options_headers(state: &AppState, methods: &'static str, preflight: bool) -> HeaderMap {
+pub(crate) fn options_headers(
+    state: &AppState,
+    methods: &'static str,
+    preflight: bool,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::ALLOW, HeaderValue::from_static(methods));
     h.insert(

@@ -25,7 +25,12 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let entry = lookup(&state, &stream, &id)?;
+    let entry = match lookup(&state, &stream, &id) {
+        Ok(e) => e,
+        // Already over (the peer closed first): the DELETE's goal holds.
+        Err(_) if state.0.sessions.recently_ended(&id, &stream) => return Ok(StatusCode::OK),
+        Err(e) => return Err(e),
+    };
     if !state.0.tx.send(TxCommand::RemoveViewer { key: entry.key }) {
         return Err(ApiError::Overloaded("the TX thread is busy".into(), 1));
     }
@@ -159,7 +164,10 @@ async fn ice_restart(
     }
     let etag = new_etag();
     state.0.sessions.restarted(id, etag.clone(), remote_ufrag);
-    let mut body = format!("a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", local.ufrag, local.pass);
+    let mut body = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        local.ufrag, local.pass
+    );
     for addr in &state.0.candidates {
         if let Ok(c) = Candidate::host(*addr, "udp") {
             body.push_str(&format!("a={}\r\n", c.to_sdp_string()));
@@ -172,7 +180,10 @@ async fn ice_restart(
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
     // The etag is hex between quotes: always a valid header value.
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
     tracing::info!(key = entry.key, "ICE restarted");
     Ok((StatusCode::OK, h, body).into_response())
 }

@@ -129,7 +129,10 @@ pub async fn post(
     tracing::info!(stream, key, "viewer session created");
 
     let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     let location = format!("/{stream}/whep/{id}");
     h.insert(
         header::LOCATION,
@@ -137,7 +140,10 @@ pub async fn post(
             .map_err(|_| ApiError::BadRequest("stream name not valid in a URL".into()))?,
     );
     // The etag is hex between quotes: always a valid header value.
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex etag"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
     h.insert(
         header::HeaderName::from_static("accept-patch"),
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
