@@ -6,8 +6,8 @@ use clap::{ArgAction, Parser, Subcommand};
 use mixcast::config::ServeArgs;
 use mixcast::server::Server;
 
-/// A WebRTC media server: publishers push over WHIP, viewers pull over WHEP, and each
-/// stream's audio inputs are mixed every 20 ms into one 48 kHz stereo Opus stream.
+/// A WebRTC media server: each stream's audio inputs (test signals, audio files) are mixed
+/// every 20 ms into one 48 kHz stereo Opus stream that viewers pull over WHEP.
 ///
 /// With no options it serves the stream `live` (a test signal: 440 Hz left, 660 Hz right)
 /// at http://0.0.0.0:8889/, media on UDP 8189.

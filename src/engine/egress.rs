@@ -335,7 +335,7 @@ impl Egress {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         v.connected = true;
-                        tracing::info!(key, "viewer connected");
+                        tracing::debug!(key, "viewer connected");
                     }
                     Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
                         let pt = v.rtc.writer(m.mid).and_then(|w| {
@@ -380,7 +380,7 @@ impl Egress {
         }
         self.metrics
             .viewer_removed(&self.streams[v.stream].name, reason);
-        tracing::info!(key, reason = reason.as_str(), "viewer ended");
+        tracing::debug!(key, reason = reason.as_str(), "viewer ended");
         self.ended.push(Ended { key, reason });
     }
 }

@@ -113,9 +113,7 @@ impl TxThread {
                     Ok(TxCommand::AddViewer { key, rtc, stream }) => {
                         self.egress.add_viewer(now, key, *rtc, stream, &mut tx)
                     }
-                    Ok(TxCommand::RemoveViewer { key }) => {
-                        self.egress.remove_viewer(key, &mut tx)
-                    }
+                    Ok(TxCommand::RemoveViewer { key }) => self.egress.remove_viewer(key, &mut tx),
                     Ok(TxCommand::RemoteCandidate { key, candidate }) => self
                         .egress
                         .add_remote_candidate(key, candidate, now, &mut tx),

@@ -34,7 +34,7 @@ pub async fn delete(
     if !state.0.tx.send(TxCommand::RemoveViewer { key: entry.key }) {
         return Err(ApiError::Overloaded("the TX thread is busy".into(), 1));
     }
-    tracing::info!(stream, key = entry.key, "session deleted");
+    tracing::debug!(stream, key = entry.key, "session deleted");
     Ok(StatusCode::OK)
 }
 
@@ -184,7 +184,7 @@ async fn ice_restart(
         header::ETAG,
         HeaderValue::from_str(&etag).expect("hex etag"),
     );
-    tracing::info!(key = entry.key, "ICE restarted");
+    tracing::debug!(key = entry.key, "ICE restarted");
     Ok((StatusCode::OK, h, body).into_response())
 }
 

@@ -126,7 +126,7 @@ pub async fn post(
         ));
     }
     state.0.metrics.session_created();
-    tracing::info!(stream, key, "viewer session created");
+    tracing::debug!(stream, key, "viewer session created");
 
     let mut h = HeaderMap::new();
     h.insert(
