@@ -112,6 +112,14 @@ fn check_gating(name: &str, samples: &[f32]) {
     );
 }
 
+/// A report without its audio, for failure messages.
+fn summary(report: &PlayReport) -> String {
+    format!(
+        "{} lost, first packet after {:?}, connected after {:?}, disconnected {}",
+        report.lost_packets, report.first_packet_after, report.connected_after, report.disconnected
+    )
+}
+
 /// Packets a viewer should get while connected for `duration`.
 fn expected_packets(duration: Duration) -> f64 {
     duration.as_secs_f64() * PACKETS_PER_SECOND
@@ -138,7 +146,8 @@ fn one_viewer_hears_440_left_and_660_right() {
     let packets = report.packets as f64;
     assert!(
         packets >= expected * 0.9 && packets <= expected * 1.1 + 2.0,
-        "{packets} packets in {duration:?}, expected about {expected}"
+        "{packets} packets in {duration:?}, expected about {expected}: {}",
+        summary(&report)
     );
     assert!(report.bytes > report.packets * 20, "{} bytes", report.bytes);
     let first = report.first_packet_after.expect("a first packet");
@@ -207,8 +216,9 @@ fn fifty_viewers_at_once() {
     for (i, report) in reports.iter().enumerate() {
         assert!(
             report.packets as f64 >= expected * 0.9,
-            "viewer {i}: {} packets, expected about {expected}",
-            report.packets
+            "viewer {i}: {} packets, expected about {expected}: {}",
+            report.packets,
+            summary(report)
         );
     }
     for (i, report) in reports.iter().take(DECODING).enumerate() {

@@ -14,6 +14,9 @@ use str0m::{Event, Input, Output, Rtc};
 /// Big enough for any datagram a WebRTC peer sends (str0m's MTU is well under this).
 const RECV_BUFFER: usize = 2048;
 
+/// Most datagrams `take_queued` reads: a bound, far above what queues in one late wake-up.
+const MAX_QUEUED: usize = 4096;
+
 /// `set_read_timeout` refuses zero: the shortest wait we ask for.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -66,6 +69,34 @@ impl Driver {
         let wake = self.next_timeout.min(limit);
         let wait = wake.saturating_duration_since(Instant::now()).max(MIN_WAIT);
         self.socket.set_read_timeout(Some(wait))?;
+        self.receive_one(on_event).map(|_| ())
+    }
+
+    /// Feeds every datagram already queued on the socket, without waiting for more: what
+    /// arrived while this thread was not scheduled. Returns how many were read.
+    pub(crate) fn take_queued(
+        &mut self,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<usize, ClientError> {
+        self.socket.set_nonblocking(true)?;
+        let mut taken = 0;
+        let result = loop {
+            if taken == MAX_QUEUED {
+                break Ok(taken);
+            }
+            match self.receive_one(on_event) {
+                Ok(true) => taken += 1,
+                Ok(false) => break Ok(taken),
+                Err(e) => break Err(e),
+            }
+        };
+        self.socket.set_nonblocking(false)?;
+        result
+    }
+
+    /// Reads one datagram (or sees the wait end), feeds it and drains. Returns whether a
+    /// datagram was read.
+    fn receive_one(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<bool, ClientError> {
         let received = self.socket.recv_from(&mut self.buf);
         let now = Instant::now();
         let input = match received {
@@ -73,7 +104,7 @@ impl Driver {
                 let Ok(contents) = self.buf[..len].try_into() else {
                     // Not STUN, DTLS, RTP or RTCP: nothing a peer of ours sends.
                     tracing::debug!(%source, len, "dropping unrecognised datagram");
-                    return Ok(());
+                    return Ok(true);
                 };
                 Input::Receive(
                     now,
@@ -93,10 +124,12 @@ impl Driver {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Input::Timeout(now),
             Err(e) => return Err(e.into()),
         };
+        let was_datagram = matches!(input, Input::Receive(..));
         self.rtc
             .handle_input(input)
             .map_err(|e| ClientError::Rtc(e.to_string()))?;
-        self.drain(on_event)
+        self.drain(on_event)?;
+        Ok(was_datagram)
     }
 
     /// Starts a local close (RTCP BYE, DTLS close_notify) and sends what that produces.

@@ -199,6 +199,8 @@ fn receive(
                     "not connected within {CONNECT_TIMEOUT:?} of the answer"
                 )));
             }
+            // What the kernel queued while this thread waited for a core arrived in time.
+            driver.take_queued(&mut |e| viewer.on_event(e))?;
             break;
         }
         driver.step(limit, &mut |e| viewer.on_event(e))?;
