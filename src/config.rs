@@ -1,8 +1,38 @@
-//! Server configuration: a TOML file, overridden by flags and environment variables,
-//! validated once at start-up. STUB shape; the lead fills it in.
+//! Server configuration: an optional TOML file, overridden by flags and environment
+//! variables, validated once at start-up into a [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
 
 use crate::media::sources::SourceSpec;
-use std::net::{IpAddr, Ipv4Addr};
+
+/// The default HTTP port (MediaMTX's WebRTC port, so its users feel at home).
+pub const DEFAULT_HTTP_PORT: u16 = 8889;
+/// The default UDP port for every peer's ICE and media (MediaMTX's).
+pub const DEFAULT_UDP_PORT: u16 = 8189;
+/// The default cap on viewers.
+pub const DEFAULT_MAX_VIEWERS: usize = 10_000;
+/// The default Opus bitrate of a mix, bits per second.
+pub const DEFAULT_BITRATE: u32 = 128_000;
+
+/// One input of a stream's mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputConfig {
+    /// What it plays.
+    pub spec: SourceSpec,
+    /// Linear gain (1.0 = unchanged).
+    pub gain: f32,
+}
+
+impl From<SourceSpec> for InputConfig {
+    fn from(spec: SourceSpec) -> Self {
+        InputConfig { spec, gain: 1.0 }
+    }
+}
 
 /// A configured stream and what it plays.
 #[derive(Debug, Clone)]
@@ -10,10 +40,91 @@ pub struct StreamConfig {
     /// The stream's name, the `{stream}` of `/{stream}/whep`.
     pub name: String,
     /// Its inputs.
-    pub sources: Vec<SourceSpec>,
+    pub sources: Vec<InputConfig>,
 }
 
-/// Everything the server needs to start.
+/// A STUN or TURN server offered to clients in `Link` headers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub url: String,
+    /// TURN username.
+    pub username: Option<String>,
+    /// TURN password.
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// The value of its `Link` header (RFC 9725 §4.6).
+    pub fn link_value(&self) -> String {
+        let mut v = format!("<{}>; rel=\"ice-server\"", self.url);
+        if let (Some(u), Some(c)) = (&self.username, &self.credential) {
+            v.push_str(&format!(
+                "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+            ));
+        }
+        v
+    }
+}
+
+impl std::str::FromStr for IceServer {
+    type Err = String;
+    /// `URL` or `URL,USERNAME,CREDENTIAL`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ',');
+        let url = parts.next().unwrap_or("").trim().to_string();
+        let username = parts.next().map(|x| x.to_string());
+        let credential = parts.next().map(|x| x.to_string());
+        let server = IceServer {
+            url,
+            username,
+            credential,
+        };
+        server.validate()?;
+        Ok(server)
+    }
+}
+
+impl IceServer {
+    fn validate(&self) -> Result<(), String> {
+        let scheme = self.url.split(':').next().unwrap_or("");
+        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || !self.url.contains(':') {
+            return Err(format!(
+                "ICE server {:?}: expected stun:HOST[:PORT] or turn:HOST[:PORT][?transport=udp|tcp]",
+                self.url
+            ));
+        }
+        if self.url.contains(['<', '>', '"', ' ']) {
+            return Err(format!("ICE server {:?}: invalid characters", self.url));
+        }
+        let turn = scheme.starts_with("turn");
+        if turn && (self.username.is_none() || self.credential.is_none()) {
+            return Err(format!(
+                "TURN server {:?} needs a username and a credential (URL,USERNAME,CREDENTIAL)",
+                self.url
+            ));
+        }
+        for v in [&self.username, &self.credential].into_iter().flatten() {
+            if v.contains(['"', '\r', '\n']) {
+                return Err("ICE server username/credential must not contain quotes".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// HTTPS certificate and key (PEM files).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Everything the server needs to start, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The address HTTP and UDP bind to (`0.0.0.0` = all interfaces).
@@ -22,10 +133,18 @@ pub struct Config {
     pub http_port: u16,
     /// The one UDP port for every peer's ICE and media (0 = any free port).
     pub udp_port: u16,
+    /// Extra addresses to advertise (NAT 1:1).
+    pub public_ips: Vec<IpAddr>,
     /// The configured streams.
     pub streams: Vec<StreamConfig>,
     /// Most viewers the server takes at once (over it: 503).
     pub max_viewers: usize,
+    /// STUN/TURN servers for clients.
+    pub ice_servers: Vec<IceServer>,
+    /// HTTPS, when set.
+    pub tls: Option<TlsConfig>,
+    /// Opus bitrate of every mix, bits per second.
+    pub bitrate: u32,
 }
 
 impl Config {
@@ -35,11 +154,341 @@ impl Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_port: 0,
             udp_port: 0,
+            public_ips: Vec::new(),
             streams: vec![StreamConfig {
                 name: "live".into(),
-                sources: vec![SourceSpec::Tone],
+                sources: vec![SourceSpec::Tone.into()],
             }],
-            max_viewers: 10_000,
+            max_viewers: DEFAULT_MAX_VIEWERS,
+            ice_servers: Vec::new(),
+            tls: None,
+            bitrate: DEFAULT_BITRATE,
         }
+    }
+}
+
+/// The file's shape. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<IpAddr>,
+    http_port: Option<u16>,
+    udp_port: Option<u16>,
+    public_ips: Vec<IpAddr>,
+    max_viewers: Option<usize>,
+    bitrate: Option<u32>,
+    ice_servers: Vec<IceServer>,
+    tls: Option<TlsConfig>,
+    streams: BTreeMap<String, FileStream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileStream {
+    sources: Vec<FileInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileInput {
+    Spec(String),
+    WithGain { source: String, gain: Option<f32> },
+}
+
+/// `mixcast serve` options. Flags override the config file; environment variables
+/// (`MIXCAST_*`) stand in for flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// A TOML config file (see the README for its keys).
+    #[arg(long, short = 'c', env = "MIXCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to bind HTTP and UDP to. 0.0.0.0 (the default) listens on every interface and
+    /// advertises each interface address as a host candidate; one address advertises only it.
+    #[arg(long, env = "MIXCAST_BIND", value_name = "IP")]
+    pub bind: Option<IpAddr>,
+
+    /// HTTP signalling port [default: 8889].
+    #[arg(long, env = "MIXCAST_HTTP_PORT", value_name = "PORT")]
+    pub http_port: Option<u16>,
+
+    /// The one UDP port for every peer's ICE and media [default: 8189].
+    #[arg(long, env = "MIXCAST_UDP_PORT", value_name = "PORT")]
+    pub udp_port: Option<u16>,
+
+    /// Also advertise this address as a host candidate (NAT 1:1, e.g. a cloud VM's public
+    /// IP). Repeatable.
+    #[arg(long = "public-ip", value_name = "IP")]
+    pub public_ips: Vec<IpAddr>,
+
+    /// A stream and what it plays: NAME=SPEC, SPEC being `tone` (440 Hz left, 660 Hz right,
+    /// beeping), `silence`, or `file:PATH[,PATH...]` (MP3, FLAC, WAV, Ogg Vorbis; a list is a
+    /// playlist; files loop). Repeatable; several for one NAME are mixed. With no stream
+    /// configured anywhere, `live=tone`.
+    #[arg(long = "source", value_name = "NAME=SPEC")]
+    pub sources: Vec<String>,
+
+    /// Most viewers at once; more get 503 with Retry-After [default: 10000].
+    #[arg(long, env = "MIXCAST_MAX_VIEWERS", value_name = "N")]
+    pub max_viewers: Option<usize>,
+
+    /// Opus bitrate of each stream's mix in bits per second [default: 128000].
+    #[arg(long, env = "MIXCAST_BITRATE", value_name = "BPS")]
+    pub bitrate: Option<u32>,
+
+    /// A STUN/TURN server for clients, sent as a Link header: `stun:HOST:PORT`, or
+    /// `turn:HOST:PORT?transport=udp,USERNAME,CREDENTIAL`. Repeatable.
+    #[arg(long = "ice-server", value_name = "URL[,USER,CREDENTIAL]")]
+    pub ice_servers: Vec<IceServer>,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key). Browsers need HTTPS
+    /// for the microphone anywhere but localhost.
+    #[arg(long, env = "MIXCAST_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "MIXCAST_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of our shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn parse_input(text: &str, gain: f32) -> Result<InputConfig, ConfigError> {
+    let spec: SourceSpec = text
+        .parse()
+        .map_err(|e: crate::media::sources::SourceError| ConfigError::Invalid(e.to_string()))?;
+    if !(0.0..=16.0).contains(&gain) || gain.is_nan() {
+        return Err(ConfigError::Invalid(format!(
+            "gain {gain} for {text:?}: expected 0.0 to 16.0"
+        )));
+    }
+    Ok(InputConfig { spec, gain })
+}
+
+/// A stream name usable in a URL path segment.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "api"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
+impl ServeArgs {
+    /// Reads the file (if any), applies the flags, validates.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut streams: BTreeMap<String, Vec<InputConfig>> = BTreeMap::new();
+        for (name, s) in &file.streams {
+            let mut inputs = Vec::new();
+            for i in &s.sources {
+                inputs.push(match i {
+                    FileInput::Spec(t) => parse_input(t, 1.0)?,
+                    FileInput::WithGain { source, gain } => {
+                        parse_input(source, gain.unwrap_or(1.0))?
+                    }
+                });
+            }
+            streams.insert(name.clone(), inputs);
+        }
+        let mut from_flags: BTreeMap<String, Vec<InputConfig>> = BTreeMap::new();
+        for s in &self.sources {
+            let (name, spec) = s.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--source {s:?}: expected NAME=SPEC"))
+            })?;
+            from_flags
+                .entry(name.trim().to_string())
+                .or_default()
+                .push(parse_input(spec.trim(), 1.0)?);
+        }
+        // A stream named by flags takes the flags' inputs instead of the file's.
+        streams.extend(from_flags);
+        if streams.is_empty() {
+            streams.insert("live".into(), vec![SourceSpec::Tone.into()]);
+        }
+        for name in streams.keys() {
+            if !valid_stream_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "stream name {name:?}: use letters, digits, '-', '_' and '.' (not \"api\")"
+                )));
+            }
+        }
+        for s in &file.ice_servers {
+            s.validate().map_err(ConfigError::Invalid)?;
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => file.tls,
+        };
+        let max_viewers = self
+            .max_viewers
+            .or(file.max_viewers)
+            .unwrap_or(DEFAULT_MAX_VIEWERS);
+        if max_viewers == 0 {
+            return Err(ConfigError::Invalid("max_viewers must be at least 1".into()));
+        }
+        let bitrate = self.bitrate.or(file.bitrate).unwrap_or(DEFAULT_BITRATE);
+        if !(6_000..=510_000).contains(&bitrate) {
+            return Err(ConfigError::Invalid(format!(
+                "bitrate {bitrate}: Opus takes 6000 to 510000 bits per second"
+            )));
+        }
+        let mut public_ips = file.public_ips;
+        public_ips.extend(self.public_ips.iter().copied());
+        let mut ice_servers = file.ice_servers;
+        ice_servers.extend(self.ice_servers.iter().cloned());
+        Ok(Config {
+            bind: self
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            http_port: self
+                .http_port
+                .or(file.http_port)
+                .unwrap_or(DEFAULT_HTTP_PORT),
+            udp_port: self.udp_port.or(file.udp_port).unwrap_or(DEFAULT_UDP_PORT),
+            public_ips,
+            streams: streams
+                .into_iter()
+                .map(|(name, sources)| StreamConfig { name, sources })
+                .collect(),
+            max_viewers,
+            ice_servers,
+            tls,
+            bitrate,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_serve_live_tone_on_all_interfaces() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!((c.http_port, c.udp_port), (8889, 8189));
+        assert_eq!(c.streams.len(), 1);
+        assert_eq!(c.streams[0].name, "live");
+        assert_eq!(c.streams[0].sources, vec![SourceSpec::Tone.into()]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            r#"http_port = 9000
+udp_port = 9001
+[streams.live]
+sources = ["silence"]
+[streams.talk]
+sources = [{{ source = "tone", gain = 0.5 }}]
+[[ice_servers]]
+url = "stun:stun.example.org:3478"
+"#
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            http_port: Some(9100),
+            sources: vec!["live=tone".into()],
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!((c.http_port, c.udp_port), (9100, 9001));
+        let live = c.streams.iter().find(|s| s.name == "live").unwrap();
+        assert_eq!(live.sources, vec![SourceSpec::Tone.into()]);
+        let talk = c.streams.iter().find(|s| s.name == "talk").unwrap();
+        assert_eq!(talk.sources[0].gain, 0.5);
+        assert_eq!(
+            c.ice_servers[0].link_value(),
+            "<stun:stun.example.org:3478>; rel=\"ice-server\""
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let bad = |a: ServeArgs| a.resolve().unwrap_err().to_string();
+        assert!(bad(ServeArgs {
+            sources: vec!["nonsense".into()],
+            ..Default::default()
+        })
+        .contains("NAME=SPEC"));
+        assert!(bad(ServeArgs {
+            sources: vec!["a/b=tone".into()],
+            ..Default::default()
+        })
+        .contains("stream name"));
+        assert!(bad(ServeArgs {
+            config: Some("/nonexistent/mixcast.toml".into()),
+            ..Default::default()
+        })
+        .contains("/nonexistent/mixcast.toml"));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "htp_port = 1").unwrap();
+        assert!(bad(ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .contains("htp_port"));
+    }
+
+    #[test]
+    fn ice_server_flag() {
+        let t: IceServer = "turn:t.example.org:3478?transport=udp,u,p".parse().unwrap();
+        assert_eq!(
+            t.link_value(),
+            "<turn:t.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\""
+        );
+        assert!("turn:t.example.org".parse::<IceServer>().is_err());
+        assert!("http://x".parse::<IceServer>().is_err());
     }
 }

@@ -1,1 +1,72 @@
-fn main() {}
+//! The `mixcast` binary: parses the command line, sets up logging, runs the library's server.
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use mixcast::config::ServeArgs;
+use mixcast::server::Server;
+
+/// A WebRTC media server: publishers push over WHIP, viewers pull over WHEP, and each
+/// stream's audio inputs are mixed every 20 ms into one 48 kHz stereo Opus stream.
+///
+/// With no options it serves the stream `live` (a test signal: 440 Hz left, 660 Hz right)
+/// at http://0.0.0.0:8889/, media on UDP 8189.
+#[derive(Parser)]
+#[command(name = "mixcast", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (also what runs with no subcommand).
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "mixcast=info,warn",
+        1 => "mixcast=debug,str0m=info,warn",
+        _ => "mixcast=trace,str0m=debug,info",
+    };
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt().with_env_filter(env).init();
+
+    let args = match cli.command {
+        Some(Command::Serve(a)) => a,
+        None => cli.serve,
+    };
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mixcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{config:#?}");
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mixcast: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    server.wait_for_signal();
+    tracing::info!("shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}

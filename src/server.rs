@@ -1,8 +1,34 @@
-//! Starting and stopping a whole server: HTTP signalling, the UDP loop, the TX thread.
-//! STUB shape; the lead fills it in.
+//! Starting and stopping a whole server: the UDP socket and its RX thread, the TX thread,
+//! and HTTP signalling on a tokio runtime of its own.
+//!
+//! ```text
+//!  HTTP (axum) ──TxCommand──► TX thread (Egress: mixers, encoder, viewers' Rtc) ──► UDP send
+//!      │                          ▲
+//!      └──DemuxCommand──► RX thread ──Datagram ring──┘   (one UDP port for every peer)
+//! ```
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use std::net::SocketAddr;
+use crate::engine::egress::{Egress, StreamMix};
+use crate::media::mixer::Mixer;
+use crate::media::opus::Encoder;
+use crate::media::sources;
+use crate::media::tx::{TxCommand, TxThread, TX_COMMAND_CAPACITY};
+use crate::metrics::Metrics;
+use crate::net::{owner_queue, rx, socket};
+use crate::sessions::Sessions;
+use crate::signal::{self, AppState, Shared, StreamInfo, TxHandle};
+
+/// Routing updates queued for the RX thread (one per session start, restart and end).
+const DEMUX_COMMAND_CAPACITY: usize = 4096;
+
+/// How long shutdown waits for the threads before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -15,32 +41,268 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The configuration is invalid.
+    /// The configuration is invalid (a source cannot be opened, a bad TLS file...).
     #[error("config: {0}")]
     Config(String),
+    /// The OS refused a thread or a runtime.
+    #[error("cannot start: {0}")]
+    Os(#[from] std::io::Error),
 }
 
-/// A running server. Its threads and runtime stop on `shutdown` (or drop).
-pub struct Server {}
+/// A running server. Its threads and runtime stop on [`Server::shutdown`] (or drop).
+pub struct Server {
+    http_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    tx: TxHandle,
+    stop_rx: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 impl Server {
     /// Starts everything and returns once the sockets are bound.
     pub fn start(config: Config) -> Result<Server, StartError> {
-        let _ = config;
-        unimplemented!()
+        let metrics = Arc::new(Metrics::default());
+        let sessions = Arc::new(Sessions::default());
+
+        let mut mixes = Vec::new();
+        let mut infos = Vec::new();
+        for s in &config.streams {
+            let mut mixer = Mixer::new();
+            for input in &s.sources {
+                let source = sources::open(&input.spec)
+                    .map_err(|e| StartError::Config(format!("stream {}: {e}", s.name)))?;
+                mixer.add(source, input.gain);
+            }
+            let encoder = Encoder::new(config.bitrate)
+                .map_err(|e| StartError::Config(format!("stream {}: {e}", s.name)))?;
+            mixes.push(StreamMix::new(s.name.clone(), mixer, encoder));
+            infos.push(StreamInfo {
+                name: s.name.clone(),
+                sources: s.sources.iter().map(|i| i.spec.to_string()).collect(),
+            });
+        }
+
+        let udp_bind = SocketAddr::new(config.bind, config.udp_port);
+        let udp = socket::bind_udp(udp_bind).map_err(|source| StartError::Bind {
+            addr: udp_bind,
+            source,
+        })?;
+        let udp_addr = udp.local_addr()?;
+        let candidates = socket::candidate_addrs(udp_addr, &config.public_ips);
+        let http_bind = SocketAddr::new(config.bind, config.http_port);
+        let http = TcpListener::bind(http_bind).map_err(|source| StartError::Bind {
+            addr: http_bind,
+            source,
+        })?;
+        http.set_nonblocking(true)?;
+        let http_addr = http.local_addr()?;
+
+        let (demux_tx, demux_rx) = crossbeam_channel::bounded(DEMUX_COMMAND_CAPACITY);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
+        let (queue_tx, queue_rx) = owner_queue();
+
+        let tx_thread = TxThread {
+            egress: Egress::new(mixes, metrics.clone()),
+            socket: udp.try_clone()?,
+            datagrams: queue_rx,
+            commands: cmd_rx,
+            demux: demux_tx.clone(),
+            sessions: sessions.clone(),
+            metrics: metrics.clone(),
+        };
+        let tx_join = std::thread::Builder::new()
+            .name("mixcast-tx".into())
+            .spawn(move || tx_thread.run())?;
+        let tx = TxHandle {
+            commands: cmd_tx,
+            thread: tx_join.thread().clone(),
+        };
+
+        let stop_rx = Arc::new(AtomicBool::new(false));
+        let owners = vec![rx::Owner {
+            queue: queue_tx,
+            thread: tx.thread.clone(),
+        }];
+        let rx_join = {
+            let (metrics, stop) = (metrics.clone(), stop_rx.clone());
+            std::thread::Builder::new()
+                .name("mixcast-rx".into())
+                .spawn(move || rx::run(udp, owners, demux_rx, metrics, stop))?
+        };
+
+        let state = AppState(Arc::new(Shared {
+            streams: infos,
+            candidates: candidates.clone(),
+            ice_servers: config.ice_servers.clone(),
+            max_viewers: config.max_viewers,
+            sessions: sessions.clone(),
+            metrics: metrics.clone(),
+            tx: tx.clone(),
+            demux: demux_tx,
+            next_key: AtomicU64::new(1),
+        }));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mixcast-http")
+            .enable_all()
+            .build()?;
+        let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = signal::app(state);
+        match &config.tls {
+            None => {
+                let listener = {
+                    let _guard = runtime.enter();
+                    tokio::net::TcpListener::from_std(http)?
+                };
+                runtime.spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::error!("HTTP server: {e}");
+                    }
+                });
+            }
+            Some(tls) => {
+                let rustls = runtime
+                    .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                        &tls.cert, &tls.key,
+                    ))
+                    .map_err(|e| {
+                        StartError::Config(format!(
+                            "TLS {} / {}: {e}",
+                            tls.cert.display(),
+                            tls.key.display()
+                        ))
+                    })?;
+                let handle = axum_server::Handle::new();
+                let h2 = handle.clone();
+                runtime.spawn(async move {
+                    let _ = stopped.await;
+                    h2.graceful_shutdown(Some(Duration::from_millis(500)));
+                });
+                let server = axum_server::from_tcp_rustls(http, rustls)?.handle(handle);
+                runtime.spawn(async move {
+                    if let Err(e) = server.serve(app.into_make_service()).await {
+                        tracing::error!("HTTPS server: {e}");
+                    }
+                });
+            }
+        }
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        tracing::info!("signalling on {scheme}://{http_addr}/ (WHEP: /{{stream}}/whep)");
+        tracing::info!(
+            "media on udp {udp_addr}; host candidates: {}",
+            candidates
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for s in &config.streams {
+            let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
+            tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
+        }
+
+        Ok(Server {
+            http_addr,
+            udp_addr,
+            sessions,
+            metrics,
+            tx,
+            stop_rx,
+            threads: vec![tx_join, rx_join],
+            http_stop: Some(http_stop),
+            runtime: Some(runtime),
+        })
     }
+
     /// Where HTTP listens.
     pub fn http_addr(&self) -> SocketAddr {
-        unimplemented!()
+        self.http_addr
     }
+
     /// The UDP port's address.
     pub fn udp_addr(&self) -> SocketAddr {
-        unimplemented!()
+        self.udp_addr
     }
+
     /// Live WebRTC sessions (viewers and publishers).
     pub fn live_sessions(&self) -> usize {
-        unimplemented!()
+        self.sessions.len()
     }
-    /// Stops accepting, closes sessions, joins the threads.
-    pub fn shutdown(self) {}
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Blocks until Ctrl-C or SIGTERM.
+    pub fn wait_for_signal(&self) {
+        let Some(rt) = &self.runtime else { return };
+        rt.block_on(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!("cannot listen for SIGTERM: {e}");
+                            let _ = ctrl_c.await;
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        });
+    }
+
+    /// Stops accepting, closes sessions, joins the threads (bounded by a grace period).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let started = Instant::now();
+        if let Some(s) = self.http_stop.take() {
+            let _ = s.send(());
+        }
+        // A full queue still sees the disconnect: the TX thread exits when the channel closes.
+        self.tx.send(TxCommand::Shutdown);
+        self.stop_rx.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            while !t.is_finished() && started.elapsed() < SHUTDOWN_GRACE {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("a thread did not stop in time; leaving it");
+            }
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_millis(300));
+        }
+        tracing::info!("stopped in {:?}", started.elapsed());
+    }
 }
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.runtime.is_some() {
+            self.stop();
+        }
+    }
+}
+

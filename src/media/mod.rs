@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod mixer;
 pub mod opus;
 pub mod sources;
+pub mod tx;
 
 /// The sample rate of every mix and of the Opus stream we send.
 pub const SAMPLE_RATE: u32 = 48_000;

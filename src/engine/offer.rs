@@ -1,0 +1,203 @@
+//! From an SDP offer to an `Rtc` and its answer. Pure: the caller passes `now` and the
+//! candidates to advertise.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::Frequency;
+use str0m::{Candidate, Rtc};
+
+/// Why an offer was refused. Signalling maps these to HTTP statuses (400 and 422).
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    /// The body is not SDP we can parse (400).
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// Parsed, but we cannot serve it (422).
+    #[error("unusable offer: {0}")]
+    Unusable(String),
+}
+
+/// What kind of peer an `Rtc` is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A WHEP viewer: we send the stream's mix.
+    Viewer,
+}
+
+/// A negotiated session, ready to hand to its owning thread.
+pub struct Negotiated {
+    /// The `Rtc`, already past `accept_offer`. Its owner must drain `poll_output` first.
+    pub rtc: Rtc,
+    /// The answer to send back.
+    pub answer: String,
+    /// Our ICE username fragment, which the UDP loop uses to route the first STUN request.
+    pub local_ufrag: String,
+}
+
+/// Our Opus payload type in answers when the offer does not dictate one.
+const PT_OPUS: u8 = 111;
+
+/// Checks the offer's shape against RFC 9725 / WHEP: at most one audio and one video
+/// m-section, and an audio section that offers Opus.
+fn check_shape(sdp: &str) -> Result<(), OfferError> {
+    let mut audio = 0;
+    let mut video = 0;
+    let mut opus = false;
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            in_audio = m.starts_with("audio ");
+            if in_audio {
+                audio += 1;
+            } else if m.starts_with("video ") {
+                video += 1;
+            }
+        } else if in_audio {
+            if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                // "111 opus/48000/2": codec names are case-insensitive (OBS writes OPUS).
+                let enc = map.split_whitespace().nth(1).unwrap_or("");
+                if enc.to_ascii_lowercase().starts_with("opus/48000") {
+                    opus = true;
+                }
+            }
+        }
+    }
+    if audio == 0 {
+        return Err(OfferError::Unusable("no audio m-section".into()));
+    }
+    if audio > 1 || video > 1 {
+        return Err(OfferError::Unusable(format!(
+            "{audio} audio and {video} video m-sections; at most one of each"
+        )));
+    }
+    if !opus {
+        return Err(OfferError::Unusable("the audio m-section does not offer Opus".into()));
+    }
+    Ok(())
+}
+
+/// Builds the `Rtc` for `role`, advertising `candidates`, and answers `offer`.
+pub fn accept(
+    offer: &str,
+    role: Role,
+    candidates: &[SocketAddr],
+    now: Instant,
+) -> Result<Negotiated, OfferError> {
+    if !offer.trim_start().starts_with("v=0") {
+        return Err(OfferError::Malformed("an SDP offer starts with v=0".into()));
+    }
+    let parsed =
+        SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+    check_shape(offer)?;
+
+    let mut builder = Rtc::builder().clear_codecs();
+    builder.codec_config().add_config(
+        PT_OPUS.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            stereo: Some(true),
+            sprop_stereo: Some(true),
+            ..Default::default()
+        },
+    );
+    let _ = role;
+    let mut rtc = builder.build(now);
+    for addr in candidates {
+        let c = Candidate::host(*addr, "udp")
+            .map_err(|e| OfferError::Unusable(format!("candidate {addr}: {e}")))?;
+        rtc.add_local_candidate(c);
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| OfferError::Unusable(e.to_string()))?;
+    let answer = ensure_stereo(&answer.to_sdp_string());
+    if !answer.lines().any(|l| {
+        l.starts_with("m=audio ") && !l.starts_with("m=audio 0 ") && l.split(' ').count() > 3
+    }) {
+        return Err(OfferError::Unusable("no common audio codec".into()));
+    }
+    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    Ok(Negotiated {
+        rtc,
+        answer,
+        local_ufrag,
+    })
+}
+
+/// Makes sure every Opus fmtp line of the answer says `stereo=1; sprop-stereo=1`, which
+/// Chrome needs to decode stereo (without it, it plays mono).
+fn ensure_stereo(sdp: &str) -> String {
+    let mut opus_pts = Vec::new();
+    for line in sdp.lines() {
+        if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let mut it = map.split_whitespace();
+            if let (Some(pt), Some(enc)) = (it.next(), it.next()) {
+                if enc.to_ascii_lowercase().starts_with("opus/") {
+                    opus_pts.push(pt.to_string());
+                }
+            }
+        }
+    }
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.lines() {
+        out.push_str(line);
+        if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            let pt = rest.split_whitespace().next().unwrap_or("");
+            if opus_pts.iter().any(|p| p == pt) {
+                for key in ["stereo=1", "sprop-stereo=1"] {
+                    let name = key.split('=').next().unwrap_or(key);
+                    let has = rest
+                        .split([';', ' '])
+                        .any(|kv| kv.trim().split('=').next() == Some(name));
+                    if !has {
+                        out.push(';');
+                        out.push_str(key);
+                    }
+                }
+            }
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stereo_is_added_once() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        let out = ensure_stereo(sdp);
+        assert!(out.contains("a=fmtp:111 minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1"));
+        assert_eq!(ensure_stereo(&out), out);
+    }
+
+    #[test]
+    fn shape_rules() {
+        let two = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert!(matches!(check_shape(two), Err(OfferError::Unusable(_))));
+        let none = "v=0\r\nm=video 9 X 96\r\n";
+        assert!(matches!(check_shape(none), Err(OfferError::Unusable(_))));
+        let pcmu = "v=0\r\nm=audio 9 X 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert!(matches!(check_shape(pcmu), Err(OfferError::Unusable(_))));
+        let obs = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 OPUS/48000/2\r\n";
+        assert!(check_shape(obs).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let r = accept("hello", Role::Viewer, &[], Instant::now());
+        assert!(matches!(r, Err(OfferError::Malformed(_))));
+    }
+}

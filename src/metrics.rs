@@ -1,0 +1,187 @@
+//! Counters and histograms, rendered as Prometheus text at `/metrics`.
+//!
+//! Written from the TX thread per packet with relaxed atomics only (no lock on the packet
+//! path); the per-stream viewer gauge takes a lock, but only when a viewer comes or goes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::engine::EndReason;
+
+/// Bucket upper bounds in seconds for the TX timing histograms.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+    }
+}
+
+/// Every metric the server exports.
+#[derive(Default)]
+pub struct Metrics {
+    viewers: Mutex<BTreeMap<String, u64>>,
+    sessions_created: AtomicU64,
+    sessions_closed: AtomicU64,
+    sessions_failed: AtomicU64,
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    /// Datagrams the UDP loop could not route to a session.
+    pub udp_unrouted: AtomicU64,
+    /// Datagrams dropped because an owner's queue was full.
+    pub udp_queue_full: AtomicU64,
+    /// How late each TX tick started after its deadline.
+    pub tick_lateness: Histogram,
+    /// How long each tick's mix, encode and fan-out took.
+    pub fanout: Histogram,
+}
+
+impl Metrics {
+    /// A session was created (answer sent).
+    pub fn session_created(&self) {
+        self.sessions_created.fetch_add(1, Relaxed);
+    }
+
+    /// A viewer joined `stream`'s TX thread.
+    pub fn viewer_added(&self, stream: &str) {
+        // A poisoned lock only means another thread panicked mid-update of a gauge.
+        let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        *v.entry(stream.to_string()).or_default() += 1;
+    }
+
+    /// A viewer left `stream`.
+    pub fn viewer_removed(&self, stream: &str, reason: EndReason) {
+        let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = v.get_mut(stream) {
+            *n = n.saturating_sub(1);
+        }
+        match reason {
+            EndReason::Closed => &self.sessions_closed,
+            EndReason::IceFailed | EndReason::Failed => &self.sessions_failed,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    /// Viewers of `stream` now.
+    pub fn viewers_of(&self, stream: &str) -> u64 {
+        let v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
+        v.get(stream).copied().unwrap_or(0)
+    }
+
+    /// A datagram of `len` bytes went out.
+    #[inline]
+    pub fn transmit(&self, len: usize) {
+        self.packets_sent.fetch_add(1, Relaxed);
+        self.bytes_sent.fetch_add(len as u64, Relaxed);
+    }
+
+    /// Packets sent so far.
+    pub fn packets_sent(&self) -> u64 {
+        self.packets_sent.load(Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP mixcast_viewers Viewers connected to a stream now.\n# TYPE mixcast_viewers gauge"
+        );
+        for (stream, n) in self.viewers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "mixcast_viewers{{stream=\"{}\"}} {n}", escape(stream));
+        }
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            ("mixcast_sessions_created_total", "WebRTC sessions created.", &self.sessions_created),
+            ("mixcast_sessions_closed_total", "Sessions closed by DELETE or shutdown.", &self.sessions_closed),
+            ("mixcast_sessions_failed_total", "Sessions ended by ICE, consent or DTLS failure.", &self.sessions_failed),
+            ("mixcast_packets_sent_total", "UDP datagrams sent.", &self.packets_sent),
+            ("mixcast_bytes_sent_total", "UDP payload bytes sent.", &self.bytes_sent),
+            ("mixcast_udp_unrouted_total", "Datagrams from unknown peers, dropped.", &self.udp_unrouted),
+            ("mixcast_udp_queue_full_total", "Datagrams dropped on a full owner queue.", &self.udp_queue_full),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        self.tick_lateness.render(
+            &mut out,
+            "mixcast_tx_tick_lateness_seconds",
+            "How late each 20 ms TX tick started after its deadline.",
+        );
+        self.fanout.render(
+            &mut out,
+            "mixcast_tx_fanout_seconds",
+            "Time per tick to mix, encode once and send to every viewer.",
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.tick_lateness.observe(Duration::from_micros(30));
+        m.tick_lateness.observe(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.00005\"} 1"));
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_count 2"));
+    }
+
+    #[test]
+    fn viewer_gauge() {
+        let m = Metrics::default();
+        m.viewer_added("live");
+        m.viewer_added("live");
+        m.viewer_removed("live", EndReason::Closed);
+        assert_eq!(m.viewers_of("live"), 1);
+        assert!(m.render().contains("mixcast_viewers{stream=\"live\"} 1"));
+        assert!(m.render().contains("mixcast_sessions_closed_total 1"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The UDP side: one socket for every peer, the receive loop and its O(1) demux.
+//!
+//! The RX thread reads datagrams and hands each to the thread that owns its peer through a
+//! lock-free SPSC ring ([`OwnerQueue`]); owners send on their own clone of the socket.
+
+pub mod demux;
+pub mod rx;
+pub mod socket;
+pub mod stun;
+
+use std::net::SocketAddr;
+
+use crate::engine::PeerKey;
+
+/// Largest datagram we accept; larger ones are truncated by the kernel and then refused by
+/// str0m. WebRTC stays under the path MTU (about 1200 to 1500 bytes).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Datagrams one owner thread may have waiting. At 50 packets/s of RTCP and STUN per peer
+/// this absorbs a burst from thousands of peers; when full the RX thread drops and counts.
+pub const OWNER_QUEUE_CAPACITY: usize = 8192;
+
+/// A received datagram on its way to the thread that owns `key`.
+pub struct Datagram {
+    /// The session it belongs to.
+    pub key: PeerKey,
+    /// Who sent it.
+    pub source: SocketAddr,
+    /// Bytes used in `buf`.
+    pub len: usize,
+    /// The payload.
+    pub buf: [u8; MAX_DATAGRAM],
+}
+
+impl Datagram {
+    /// The payload bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The producer half of an owner's datagram ring (held by the RX thread).
+pub type OwnerQueueTx = ringbuf::HeapProd<Datagram>;
+/// The consumer half (held by the owner thread).
+pub type OwnerQueueRx = ringbuf::HeapCons<Datagram>;
+
+/// Makes one owner's queue.
+pub fn owner_queue() -> (OwnerQueueTx, OwnerQueueRx) {
+    use ringbuf::traits::Split;
+    ringbuf::HeapRb::<Datagram>::new(OWNER_QUEUE_CAPACITY).split()
+}
+
+/// What signalling and owners tell the RX thread about routing.
+#[derive(Debug)]
+pub enum DemuxCommand {
+    /// STUN requests whose USERNAME starts with `ufrag:` belong to `key`, owned by `owner`.
+    Register {
+        /// Our ICE username fragment for the session.
+        ufrag: String,
+        /// The session.
+        key: PeerKey,
+        /// Index of the owning thread.
+        owner: usize,
+    },
+    /// Forget `key`: its ufrags and addresses.
+    Unregister {
+        /// The session.
+        key: PeerKey,
+    },
+}

@@ -1,0 +1,83 @@
+//! The table of live sessions, shared by signalling (which adds them and looks them up by
+//! the id in their URL) and the owner threads (which remove them when they end).
+//! Touched once per session event, never per packet.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::engine::PeerKey;
+
+/// What signalling remembers of a session.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    /// The engine's key.
+    pub key: PeerKey,
+    /// The stream's name.
+    pub stream: String,
+    /// The current strong ETag, quoted.
+    pub etag: String,
+    /// The client's current ICE ufrag, to tell trickle from ICE restart.
+    pub remote_ufrag: Option<String>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, SessionEntry>,
+    id_of: HashMap<PeerKey, String>,
+}
+
+/// Live sessions by URL id and by key.
+#[derive(Default)]
+pub struct Sessions {
+    table: Mutex<Table>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A poisoned lock means a thread panicked mid-insert; the maps stay consistent
+        // because every update is a single insert or remove pair.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a session under `id`.
+    pub fn insert(&self, id: String, entry: SessionEntry) {
+        let mut t = self.lock();
+        t.id_of.insert(entry.key, id.clone());
+        t.by_id.insert(id, entry);
+    }
+
+    /// The session with URL id `id`.
+    pub fn get(&self, id: &str) -> Option<SessionEntry> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// Replaces the ETag and remote ufrag after an ICE restart.
+    pub fn restarted(&self, id: &str, etag: String, remote_ufrag: String) {
+        if let Some(e) = self.lock().by_id.get_mut(id) {
+            e.etag = etag;
+            e.remote_ufrag = Some(remote_ufrag);
+        }
+    }
+
+    /// Removes the session `key` (it ended).
+    pub fn remove_key(&self, key: PeerKey) -> Option<SessionEntry> {
+        let mut t = self.lock();
+        let id = t.id_of.remove(&key)?;
+        t.by_id.remove(&id)
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// True when none is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live sessions of `stream`.
+    pub fn count_of(&self, stream: &str) -> usize {
+        self.lock().by_id.values().filter(|e| e.stream == stream).count()
+    }
+}

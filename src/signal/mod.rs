@@ -1,0 +1,165 @@
+//! HTTP signalling (axum): the WHEP endpoints, the page, the stream list and `/metrics`.
+//!
+//! Handlers parse and negotiate, then hand each `Rtc` to its owning TX thread over a
+//! bounded channel; they never touch a running session's `Rtc` themselves.
+
+pub mod assets;
+pub mod error;
+pub mod session;
+pub mod whep;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::Thread;
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use crossbeam_channel::Sender;
+
+use crate::config::IceServer;
+use crate::media::tx::TxCommand;
+use crate::metrics::Metrics;
+use crate::net::DemuxCommand;
+use crate::sessions::Sessions;
+
+/// A stream as signalling knows it.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// Its sources, as text for the stream list.
+    pub sources: Vec<String>,
+}
+
+/// A TX thread as signalling reaches it.
+#[derive(Clone)]
+pub struct TxHandle {
+    /// Its command channel.
+    pub commands: Sender<TxCommand>,
+    /// Its thread, unparked after each command.
+    pub thread: Thread,
+}
+
+impl TxHandle {
+    /// Sends a command and wakes the thread. False if the queue is full or closed.
+    pub fn send(&self, cmd: TxCommand) -> bool {
+        let ok = self.commands.try_send(cmd).is_ok();
+        self.thread.unpark();
+        ok
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
+    /// Configured streams.
+    pub streams: Vec<StreamInfo>,
+    /// Host candidates every answer advertises.
+    pub candidates: Vec<SocketAddr>,
+    /// STUN/TURN servers offered to clients in `Link` headers.
+    pub ice_servers: Vec<IceServer>,
+    /// Most viewers at once.
+    pub max_viewers: usize,
+    /// Live sessions.
+    pub sessions: Arc<Sessions>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The TX thread that owns viewers.
+    pub tx: TxHandle,
+    /// Routing updates for the RX thread.
+    pub demux: Sender<DemuxCommand>,
+    /// The next session key.
+    pub next_key: AtomicU64,
+}
+
+impl AppState {
+    /// The stream called `name`, and its index.
+    pub fn stream(&self, name: &str) -> Option<(usize, &StreamInfo)> {
+        self.0.streams.iter().enumerate().find(|(_, s)| s.name == name)
+    }
+}
+
+/// The whole HTTP API as a `Router`, so tests can call it without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::app_js))
+        .route("/style.css", get(assets::style_css))
+        .route("/api/streams", get(assets::streams))
+        .route("/metrics", get(assets::metrics))
+        .route(
+            "/{stream}/whep",
+            get(whep::get_endpoint)
+                .head(whep::get_endpoint)
+                .post(whep::post)
+                .options(whep::options),
+        )
+        .route(
+            "/{stream}/whep/{id}",
+            axum::routing::patch(session::patch)
+                .delete(session::delete)
+                .options(session::options),
+        )
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// Headers a browser page on another origin may read.
+const EXPOSE: &str = "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After";
+
+/// Adds the CORS headers every response carries (WHEP players are often on other origins).
+async fn cors(req: Request<axum::body::Body>, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE),
+    );
+    res
+}
+
+/// The headers of an OPTIONS answer. `preflight`: a CORS preflight, which gets no `Link`.
+pub(crate) fn options_headers(state: &AppState, methods: &'static str, preflight: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ALLOW, HeaderValue::from_static(methods));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        HeaderName::from_static("accept-post"),
+        HeaderValue::from_static("application/sdp"),
+    );
+    h.insert(
+        HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if !preflight {
+        add_ice_links(state, &mut h);
+    }
+    h
+}
+
+/// `Link: <stun:…>; rel="ice-server"` for each configured STUN/TURN server.
+pub(crate) fn add_ice_links(state: &AppState, h: &mut HeaderMap) {
+    for s in &state.0.ice_servers {
+        if let Ok(v) = HeaderValue::from_str(&s.link_value()) {
+            h.append(header::LINK, v);
+        }
+    }
+}
