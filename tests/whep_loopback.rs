@@ -120,6 +120,18 @@ fn summary(report: &PlayReport) -> String {
     )
 }
 
+/// The server's TX timing (tick lateness and fan-out histograms), for failure messages:
+/// a starved TX thread sends fewer packets.
+fn tx_timing(server: &Server) -> String {
+    server
+        .metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("mixcast_tx_"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Packets a viewer should get while connected for `duration`.
 fn expected_packets(duration: Duration) -> f64 {
     duration.as_secs_f64() * PACKETS_PER_SECOND
@@ -146,8 +158,9 @@ fn one_viewer_hears_440_left_and_660_right() {
     let packets = report.packets as f64;
     assert!(
         packets >= expected * 0.9 && packets <= expected * 1.1 + 2.0,
-        "{packets} packets in {duration:?}, expected about {expected}: {}",
-        summary(&report)
+        "{packets} packets in {duration:?}, expected about {expected}: {}\nserver:\n{}",
+        summary(&report),
+        tx_timing(&server)
     );
     assert!(report.bytes > report.packets * 20, "{} bytes", report.bytes);
     let first = report.first_packet_after.expect("a first packet");
@@ -216,9 +229,10 @@ fn fifty_viewers_at_once() {
     for (i, report) in reports.iter().enumerate() {
         assert!(
             report.packets as f64 >= expected * 0.9,
-            "viewer {i}: {} packets, expected about {expected}: {}",
+            "viewer {i}: {} packets, expected about {expected}: {}\nserver:\n{}",
             report.packets,
-            summary(report)
+            summary(report),
+            tx_timing(&server)
         );
     }
     for (i, report) in reports.iter().take(DECODING).enumerate() {
