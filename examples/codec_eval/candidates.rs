@@ -8,8 +8,14 @@
 pub const FRAME: usize = 960;
 /// Interleaved samples in one stereo frame.
 pub const FRAME_LEN: usize = FRAME * 2;
-/// Complexity used for every encoder (libopus's scale, 0..=10).
-pub const COMPLEXITY: u8 = 10;
+/// Complexity used for every encoder (libopus's scale, 0..=10): 10 like mixcast, or
+/// `CODEC_EVAL_COMPLEXITY` from the environment.
+pub fn complexity() -> u8 {
+    std::env::var("CODEC_EVAL_COMPLEXITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
 
 /// An encoder for 20 ms of interleaved stereo `f32`.
 pub trait Enc {
@@ -37,6 +43,8 @@ pub struct Candidate {
 }
 
 /// Every candidate compiled into this build (features `codec-eval`, `libopus`).
+// The pushes are cfg-gated, so `vec![...]` cannot replace them.
+#[allow(clippy::vec_init_then_push)]
 pub fn all() -> Vec<Candidate> {
     let mut v = Vec::new();
     #[cfg(feature = "libopus")]
@@ -83,7 +91,7 @@ mod libopus {
         let e = || -> Result<opus::Encoder, opus::Error> {
             let mut e = opus::Encoder::new(48_000, Channels::Stereo, Application::Audio)?;
             e.set_bitrate(Bitrate::Bits(bitrate as i32))?;
-            e.set_complexity(i32::from(COMPLEXITY))?;
+            e.set_complexity(i32::from(complexity()))?;
             e.set_signal(Signal::Music)?;
             e.set_max_bandwidth(Bandwidth::Fullband)?;
             e.set_vbr(true)?;
@@ -120,7 +128,7 @@ mod opus_rs_impl {
     pub fn encoder(bitrate: u32) -> Result<Box<dyn Enc>, String> {
         let mut e = OpusEncoder::new(48_000, 2, Application::Audio)?;
         e.bitrate_bps = bitrate as i32;
-        e.complexity = i32::from(COMPLEXITY);
+        e.complexity = i32::from(complexity());
         e.use_cbr = false;
         Ok(Box::new(E(e)))
     }
@@ -149,7 +157,7 @@ mod ropus_impl {
     pub fn encoder(bitrate: u32) -> Result<Box<dyn Enc>, String> {
         let e = ropus::Encoder::builder(48_000, Channels::Stereo, Application::Audio)
             .bitrate(Bitrate::Bits(bitrate))
-            .complexity(COMPLEXITY)
+            .complexity(complexity())
             .signal(Signal::Music)
             .max_bandwidth(Bandwidth::Fullband)
             .vbr(true)
@@ -186,7 +194,7 @@ mod mousiki_impl {
     pub fn encoder(bitrate: u32) -> Result<Box<dyn Enc>, String> {
         let e = mousiki::Encoder::builder(48_000, Channels::Stereo, Application::Audio)
             .bitrate(Bitrate::Bits(bitrate as i32))
-            .complexity(i32::from(COMPLEXITY))
+            .complexity(i32::from(complexity()))
             .signal(Signal::Music)
             .max_bandwidth(Bandwidth::Fullband)
             .vbr(true)

@@ -370,6 +370,35 @@ mod tests {
     }
 
     #[test]
+    fn mono_packets_play_on_both_channels() {
+        // A mono publisher (e.g. a browser without stereo=1) sends mono Opus.
+        let mut mono = ropus::Encoder::builder(
+            SAMPLE_RATE,
+            ropus::Channels::Mono,
+            ropus::Application::Audio,
+        )
+        .build()
+        .unwrap();
+        let mut dec = Decoder::new().unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        let mut out = [0f32; FRAME_LEN];
+        let mut pcm = Vec::new();
+        for frame in tone(20) {
+            let left: Vec<f32> = frame.iter().step_by(2).copied().collect();
+            let len = mono.encode_float(&left, &mut packet).unwrap();
+            assert_eq!(packet[0] & 0x04, 0, "not a mono packet");
+            assert_eq!(dec.decode(&packet[..len], &mut out).unwrap(), FRAME_SAMPLES);
+            pcm.extend_from_slice(&out);
+        }
+        let window = &pcm[4_800 * 2..(4_800 + 9_600) * 2];
+        let bin = SAMPLE_RATE as f32 / 9_600.0;
+        for ch in 0..2 {
+            let (hz, _) = analyse(window, ch, 660.0);
+            assert!((hz - 440.0).abs() <= bin, "channel {ch} at {hz} Hz");
+        }
+    }
+
+    #[test]
     fn conceal_continues_the_tone() {
         let frames = tone(30);
         let mut enc = Encoder::new(0).unwrap();

@@ -3,7 +3,7 @@
 //! Every [`Source`] is pulled by the TX thread once per 20 ms tick, so `fill` must never
 //! block, never do file I/O and never allocate. Work that can block (reading and decoding
 //! files) happens on a thread of the source's own, which hands decoded audio to `fill`
-//! through a lock-free SPSC ring (see [`file`]).
+//! through a lock-free SPSC ring (see [`file`](mod@file)).
 //!
 //! A source is described by a [`SourceSpec`], parsed from text such as `tone`, `silence`,
 //! `file:music.mp3` or `file:a.flac,b.ogg`, and opened with [`open`].

@@ -261,14 +261,14 @@ mod tests {
         for &rate in &[
             8_000u32, 11_025, 22_050, 32_000, 44_100, 88_200, 96_000, 44_056,
         ] {
-            let input = stereo_sine(440.0, 1000.0, 0.5, rate, 1.0);
+            let input = stereo_sine(440.0, 1000.0, 0.5, rate, 0.5);
             let mut r = Resampler::new(rate, 48_000);
             let out = run(&mut r, &input);
             let frames = out.len() / 2;
             // Short only by the filter's held-back half length.
-            let held = HALF_TAPS * 48_000 / rate.min(48_000) as usize + 2;
+            let held = HALF_TAPS * 48_000 / rate.min(48_000) as usize + 5;
             assert!(
-                frames <= 48_001 && frames + held >= 48_000,
+                frames <= 24_001 && frames + held >= 24_000,
                 "{rate}: {frames} frames"
             );
             let (l, rr) = deinterleave(&out);

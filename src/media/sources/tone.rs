@@ -56,6 +56,9 @@ pub struct ToneSource {
     gated: bool,
     /// Sample index within the current one-second cycle.
     pos: u32,
+    /// Table indices of the next sample per channel: `pos * hz mod SAMPLE_RATE`, kept
+    /// incrementally (exact integers, so no drift).
+    phase: [u32; 2],
     table: &'static [f32],
 }
 
@@ -69,6 +72,7 @@ impl ToneSource {
             amplitude: TONE_AMPLITUDE,
             gated: true,
             pos: 0,
+            phase: [0, 0],
             table: sine_table(),
         }
     }
@@ -86,6 +90,7 @@ impl ToneSource {
             },
             gated: false,
             pos: 0,
+            phase: [0, 0],
             table: sine_table(),
         }
     }
@@ -99,14 +104,21 @@ impl Default for ToneSource {
 
 impl Source for ToneSource {
     fn fill(&mut self, out: &mut Frame) {
+        let step = [self.left_hz, self.right_hz];
         for frame in out.chunks_exact_mut(2) {
-            let n = self.pos;
-            let g = if self.gated { gate(n) } else { 1.0 } * self.amplitude;
-            // n < CYCLE and hz < SAMPLE_RATE, so the product fits in u32 (< 2.4e9) and the
-            // index is in the table.
-            frame[0] = g * self.table[((n * self.left_hz) % CYCLE) as usize];
-            frame[1] = g * self.table[((n * self.right_hz) % CYCLE) as usize];
-            self.pos = if n + 1 == CYCLE { 0 } else { n + 1 };
+            let g = if self.gated { gate(self.pos) } else { 1.0 } * self.amplitude;
+            for c in 0..2 {
+                // phase < CYCLE = table length, and step < CYCLE: one subtraction wraps.
+                frame[c] = g * self.table[self.phase[c] as usize];
+                self.phase[c] += step[c];
+                if self.phase[c] >= CYCLE {
+                    self.phase[c] -= CYCLE;
+                }
+            }
+            self.pos += 1;
+            if self.pos == CYCLE {
+                self.pos = 0;
+            }
         }
         debug_assert_eq!(out.len() / 2, FRAME_SAMPLES);
     }
