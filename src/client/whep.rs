@@ -1,8 +1,27 @@
 //! A blocking WHEP client: POSTs an offer, connects over its own UDP socket, receives and
-//! decodes Opus for a while, then DELETEs its session. STUB: to be replaced.
+//! decodes Opus for a while, then DELETEs its session.
+//!
+//! Owns one socket and one `Rtc` per `play`. Every wait is bounded (HTTP by
+//! `http::REQUEST_TIMEOUT`, the connection by `CONNECT_TIMEOUT`, media by the caller's
+//! duration), so `play` always returns. A loopback-bound client never sends to a
+//! non-loopback address, whatever candidates the server advertises.
 
-use std::net::IpAddr;
-use std::time::Duration;
+use super::driver::Driver;
+use super::http::SignalClient;
+use crate::media::opus::Decoder;
+use crate::media::{Frame, FRAME_LEN};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaData, MediaKind};
+use str0m::{Candidate, Event, IceConnectionState, Rtc};
+
+/// Longest wait from the answer to a connected (ICE + DTLS) session.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most lost 20 ms frames concealed in one gap; a longer gap is an outage, not loss.
+const MAX_CONCEAL_FRAMES: u64 = 50;
 
 /// What to play and how.
 #[derive(Debug, Clone)]
@@ -13,7 +32,9 @@ pub struct PlayOptions {
     pub token: Option<String>,
     /// How long to receive media once connected.
     pub duration: Duration,
-    /// The local address to bind the client's UDP socket to.
+    /// The local address to bind the client's UDP socket to. Must be a specific address
+    /// (it is announced as the host candidate). When it is a loopback address, only the
+    /// server's loopback candidates are used.
     pub bind: IpAddr,
     /// Whether to decode and keep the audio (false: count packets only).
     pub decode: bool,
@@ -32,14 +53,44 @@ pub struct PlayReport {
     pub first_packet_after: Option<Duration>,
     /// Decoded audio, interleaved stereo at 48 kHz (empty unless `decode`).
     pub pcm: Vec<f32>,
+    /// The SDP answer as the server sent it (before any candidate was dropped).
+    pub answer_sdp: String,
+    /// Time from the POST to the connected session (ICE and DTLS done).
+    pub connected_after: Option<Duration>,
+    /// Packets missing from the RTP sequence (gaps; a late packet counts back).
+    pub lost_packets: u64,
+    /// Packets the decoder refused (each replaced by concealment in `pcm`).
+    pub decode_errors: u64,
+    /// Whether the connection dropped before `duration` was over.
+    pub disconnected: bool,
+}
+
+impl PlayReport {
+    /// Whether the answer asks for stereo Opus (`stereo=1` on the Opus `a=fmtp`), which
+    /// browsers need to decode both channels.
+    pub fn answer_has_stereo_opus(&self) -> bool {
+        opus_fmtp_has_stereo(&self.answer_sdp)
+    }
 }
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The HTTP exchange failed or answered with an error status.
+    /// The HTTP exchange failed.
     #[error("http: {0}")]
     Http(String),
+    /// The server answered with an unexpected status.
+    #[error("http: {method} {url}: status {status}: {body}")]
+    Status {
+        /// The request's method.
+        method: &'static str,
+        /// The request's URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The response body (the server's explanation).
+        body: String,
+    },
     /// The answer or the connection was unusable.
     #[error("webrtc: {0}")]
     Rtc(String),
@@ -48,8 +99,324 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
+impl ClientError {
+    /// The HTTP status, if the server answered with an unexpected one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// Plays `opts.url` for `opts.duration` and reports what arrived.
+///
+/// Once the server has created a session, the session is DELETEd whatever happens next.
 pub fn play(opts: &PlayOptions) -> Result<PlayReport, ClientError> {
-    let _ = opts;
-    unimplemented!()
+    if opts.bind.is_unspecified() {
+        return Err(ClientError::Rtc(format!(
+            "bind address {} is unspecified: give the address to announce",
+            opts.bind
+        )));
+    }
+    let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0))?;
+    let rtc = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .build(Instant::now());
+    let mut driver = Driver::new(rtc, socket)?;
+    let host = Candidate::host(driver.local_addr(), "udp")
+        .map_err(|e| ClientError::Rtc(format!("host candidate: {e}")))?;
+    let mut ignore = |_: Event| {};
+    driver.mutate(
+        |rtc| {
+            rtc.add_local_candidate(host);
+        },
+        &mut ignore,
+    )?;
+    let (offer, pending) = driver
+        .mutate(
+            |rtc| {
+                let mut change = rtc.sdp_api();
+                change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+                change.apply()
+            },
+            &mut ignore,
+        )?
+        .ok_or_else(|| ClientError::Rtc("str0m made no offer".into()))?;
+
+    let signal = SignalClient::new(opts.token.as_deref());
+    let posted_at = Instant::now();
+    let created = signal.post_offer(&opts.url, &offer.to_sdp_string())?;
+    let received = receive(&mut driver, pending, &created.answer, opts, posted_at);
+    let deleted = signal.delete(&created.session_url);
+    driver.close();
+
+    let mut report = received?;
+    deleted?;
+    report.session_url = created.session_url;
+    report.answer_sdp = created.answer;
+    Ok(report)
+}
+
+/// Applies the answer, waits for the connection, then receives for `opts.duration`.
+fn receive(
+    driver: &mut Driver,
+    pending: SdpPendingOffer,
+    answer: &str,
+    opts: &PlayOptions,
+    posted_at: Instant,
+) -> Result<PlayReport, ClientError> {
+    let reachable = keep_reachable_candidates(answer, opts.bind);
+    let answer = SdpAnswer::from_sdp_string(&reachable)
+        .map_err(|e| ClientError::Rtc(format!("bad answer: {e}")))?;
+    let mut viewer = Viewer::new(opts.decode, posted_at)?;
+    driver
+        .mutate(
+            |rtc| rtc.sdp_api().accept_answer(pending, answer),
+            &mut |e| viewer.on_event(e),
+        )?
+        .map_err(|e| ClientError::Rtc(format!("answer not accepted: {e}")))?;
+
+    let connect_by = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let now = Instant::now();
+        let limit = match viewer.connected_at {
+            Some(at) => at + opts.duration,
+            None => connect_by,
+        };
+        if viewer.report.disconnected {
+            if viewer.connected_at.is_none() {
+                return Err(ClientError::Rtc(
+                    "ICE disconnected before connecting".into(),
+                ));
+            }
+            break;
+        }
+        if now >= limit {
+            if viewer.connected_at.is_none() {
+                return Err(ClientError::Rtc(format!(
+                    "not connected within {CONNECT_TIMEOUT:?} of the answer"
+                )));
+            }
+            // What the kernel queued while this thread waited for a core arrived in time.
+            driver.take_queued(&mut |e| viewer.on_event(e))?;
+            break;
+        }
+        driver.step(limit, &mut |e| viewer.on_event(e))?;
+    }
+    Ok(viewer.report)
+}
+
+/// What a viewer does with the events of its `Rtc`.
+struct Viewer {
+    posted_at: Instant,
+    connected_at: Option<Instant>,
+    decoder: Option<Decoder>,
+    frame: Box<Frame>,
+    /// The highest RTP sequence number seen.
+    last_seq: Option<u64>,
+    report: PlayReport,
+}
+
+impl Viewer {
+    fn new(decode: bool, posted_at: Instant) -> Result<Viewer, ClientError> {
+        let decoder = if decode {
+            Some(Decoder::new().map_err(|e| ClientError::Rtc(format!("decoder: {e}")))?)
+        } else {
+            None
+        };
+        Ok(Viewer {
+            posted_at,
+            connected_at: None,
+            decoder,
+            frame: Box::new([0.0; FRAME_LEN]),
+            last_seq: None,
+            report: PlayReport::default(),
+        })
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                let now = Instant::now();
+                self.connected_at = Some(now);
+                self.report.connected_after = Some(now - self.posted_at);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.report.disconnected = true;
+            }
+            Event::MediaData(data) if data.params.spec().codec == Codec::Opus => {
+                self.on_opus(&data);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_opus(&mut self, data: &MediaData) {
+        let report = &mut self.report;
+        report.packets += 1;
+        report.bytes += data.data.len() as u64;
+        if report.first_packet_after.is_none() {
+            report.first_packet_after =
+                Some(data.network_time.saturating_duration_since(self.posted_at));
+        }
+        let first = **data.seq_range.start();
+        let last = **data.seq_range.end();
+        let gap = match self.last_seq {
+            Some(prev) if last <= prev => {
+                // Late: its place in the audio has passed (and was concealed).
+                report.lost_packets = report.lost_packets.saturating_sub(1);
+                return;
+            }
+            Some(prev) => first.saturating_sub(prev + 1),
+            None => 0,
+        };
+        report.lost_packets += gap;
+        self.last_seq = Some(last);
+
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        for _ in 0..gap.min(MAX_CONCEAL_FRAMES) {
+            if let Ok(samples) = decoder.conceal(&mut self.frame) {
+                append(&mut report.pcm, &self.frame, samples);
+            }
+        }
+        match decoder.decode(&data.data, &mut self.frame) {
+            Ok(samples) => append(&mut report.pcm, &self.frame, samples),
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable Opus packet");
+                report.decode_errors += 1;
+                if let Ok(samples) = decoder.conceal(&mut self.frame) {
+                    append(&mut report.pcm, &self.frame, samples);
+                }
+            }
+        }
+    }
+}
+
+/// Appends the first `samples` stereo samples of `frame` to `pcm`.
+fn append(pcm: &mut Vec<f32>, frame: &Frame, samples: usize) {
+    let len = (samples * 2).min(frame.len());
+    pcm.extend_from_slice(&frame[..len]);
+}
+
+/// Drops the answer's candidates that this client must not (or cannot) send to: for a
+/// loopback bind, everything but loopback UDP candidates; otherwise candidates of the
+/// other address family and unresolved (mDNS `.local`) ones.
+pub fn keep_reachable_candidates(sdp: &str, bind: IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        if let Some(attr) = text.strip_prefix("a=") {
+            if attr.starts_with("candidate:") && !reachable(attr, bind) {
+                tracing::debug!(candidate = attr, "dropping unreachable candidate");
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+fn reachable(candidate: &str, bind: IpAddr) -> bool {
+    let Ok(candidate) = Candidate::from_sdp_string(candidate) else {
+        // An mDNS name or something else we cannot parse: not an address we can use.
+        return false;
+    };
+    let ip = candidate.addr().ip();
+    if bind.is_loopback() {
+        ip.is_loopback() && ip.is_ipv4() == bind.is_ipv4()
+    } else {
+        !ip.is_loopback() && !ip.is_unspecified() && ip.is_ipv4() == bind.is_ipv4()
+    }
+}
+
+/// Whether the Opus payload type of `sdp` has `stereo=1` in its `a=fmtp`.
+fn opus_fmtp_has_stereo(sdp: &str) -> bool {
+    let opus_pts: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+        .filter_map(|rest| rest.split_once(' '))
+        .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("opus/"))
+        .map(|(pt, _)| pt)
+        .collect();
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=fmtp:"))
+        .filter_map(|rest| rest.split_once(' '))
+        .filter(|(pt, _)| opus_pts.contains(pt))
+        .any(|(_, params)| {
+            params
+                .split(';')
+                .any(|p| p.trim().eq_ignore_ascii_case("stereo=1"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const ANSWER: &str = "v=0\r\n\
+        o=- 1 2 IN IP4 0.0.0.0\r\n\
+        s=-\r\n\
+        t=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+        a=rtpmap:111 opus/48000/2\r\n\
+        a=fmtp:111 minptime=10;useinbandfec=1;sprop-stereo=1;stereo=1\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n\
+        a=candidate:2 1 udp 2130706431 10.1.2.3 40000 typ host\r\n\
+        a=candidate:3 1 udp 2130706431 ::1 40000 typ host\r\n\
+        a=candidate:4 1 udp 2130706431 abcd-1234.local 40000 typ host\r\n\
+        a=candidate:5 1 udp 2130706431 192.168.1.9 40000 typ host\r\n\
+        a=end-of-candidates\r\n";
+
+    #[test]
+    fn loopback_bind_keeps_only_loopback_of_its_family() {
+        let kept = keep_reachable_candidates(ANSWER, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let candidates: Vec<&str> = kept
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        assert_eq!(
+            candidates,
+            ["a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host"]
+        );
+        assert!(kept.contains("a=end-of-candidates\r\n"));
+        assert!(kept.contains("a=fmtp:111 "));
+    }
+
+    #[test]
+    fn other_bind_drops_loopback_and_mdns() {
+        let kept = keep_reachable_candidates(ANSWER, "192.168.1.2".parse().expect("an address"));
+        let candidates: Vec<&str> = kept
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        assert_eq!(candidates.len(), 2);
+        assert!(candidates[0].contains("10.1.2.3"));
+        assert!(candidates[1].contains("192.168.1.9"));
+    }
+
+    #[test]
+    fn stereo_is_read_from_the_opus_fmtp_only() {
+        assert!(opus_fmtp_has_stereo(ANSWER));
+        let sprop_only = ANSWER.replace(";stereo=1", "");
+        assert!(!opus_fmtp_has_stereo(&sprop_only));
+        let other_pt = ANSWER.replace("a=fmtp:111", "a=fmtp:96");
+        assert!(!opus_fmtp_has_stereo(&other_pt));
+    }
+
+    #[test]
+    fn unspecified_bind_is_refused_without_network() {
+        let opts = PlayOptions {
+            url: "http://127.0.0.1:9/live/whep".into(),
+            token: None,
+            duration: Duration::from_millis(10),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            decode: false,
+        };
+        assert!(matches!(play(&opts), Err(ClientError::Rtc(_))));
+    }
 }
