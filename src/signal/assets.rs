@@ -32,21 +32,20 @@ pub async fn style_css() -> impl IntoResponse {
 
 /// `GET /api/streams`: `{"streams":[{"name":…,"viewers":…,"publishers":0,"sources":[…]}]}`
 pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::from("{\"streams\":[");
-    for (i, s) in state.0.streams.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let sources: Vec<String> = s.sources.iter().map(|x| json_string(x)).collect();
-        out.push_str(&format!(
-            "{{\"name\":{},\"viewers\":{},\"publishers\":0,\"sources\":[{}]}}",
-            json_string(&s.name),
-            state.0.sessions.count_of(&s.name),
-            sources.join(",")
-        ));
-    }
-    out.push_str("]}");
-    ([(header::CONTENT_TYPE, "application/json")], out)
+    let streams: Vec<serde_json::Value> = state
+        .0
+        .streams
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "viewers": state.0.sessions.count_of(&s.name),
+                "publishers": 0,
+                "sources": s.sources,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "streams": streams }))
 }
 
 /// `GET /metrics`
@@ -55,18 +54,4 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.0.metrics.render(),
     )
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

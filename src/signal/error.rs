@@ -60,12 +60,13 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!("signalling: {status}: {self}");
         }
-        let body = format!(
-            "{{\"type\":\"about:blank\",\"title\":\"{}\",\"status\":{},\"detail\":\"{}\"}}",
-            status.canonical_reason().unwrap_or(""),
-            status.as_u16(),
-            json_escape(&self.to_string())
-        );
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or(""),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        })
+        .to_string();
         let mut res = (status, body).into_response();
         let h = res.headers_mut();
         h.insert(
@@ -83,17 +84,4 @@ impl IntoResponse for ApiError {
         }
         res
     }
-}
-
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
