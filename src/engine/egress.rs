@@ -197,6 +197,7 @@ impl Egress {
         let Some(&idx) = self.index.get(&key) else {
             return;
         };
+        tracing::trace!(key, %source, %destination, len = data.len(), "datagram in");
         let Ok(contents) = data.try_into() else {
             return; // not a datagram str0m knows (neither STUN, DTLS nor RTP)
         };

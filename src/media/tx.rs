@@ -101,7 +101,6 @@ pub struct TxThread {
 impl TxThread {
     /// Runs until a `Shutdown` command or until the command channel closes.
     pub fn run(mut self) {
-        let local = self.socket.local_addr().ok();
         let mut deadline = Instant::now() + FRAME_DURATION;
         loop {
             let now = Instant::now();
@@ -129,10 +128,9 @@ impl TxThread {
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                 }
             }
-            let destination = local.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
             while let Some(d) = self.datagrams.try_pop() {
                 self.egress
-                    .handle_receive(now, d.key, d.source, destination, d.data(), &mut tx);
+                    .handle_receive(now, d.key, d.source, d.destination, d.data(), &mut tx);
             }
             self.egress.handle_timeouts(now, &mut tx);
 

@@ -26,6 +26,10 @@ pub struct Datagram {
     pub key: PeerKey,
     /// Who sent it.
     pub source: SocketAddr,
+    /// The address it was sent to: ours, as the peer sees it. On a socket bound to all
+    /// interfaces this comes from IP_PKTINFO; str0m needs it to pair the datagram with
+    /// the local candidate it was sent to.
+    pub destination: SocketAddr,
     /// Bytes used in `buf`.
     pub len: usize,
     /// The payload.

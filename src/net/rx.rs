@@ -1,8 +1,13 @@
 //! The RX thread: reads the UDP socket, routes each datagram through the [`Demux`] and
 //! pushes it onto its owner's ring, then wakes the owner. Never blocks on an owner: a full
 //! ring drops the datagram and counts it.
+//!
+//! Reads go through `quinn-udp`, which asks the kernel for each datagram's destination
+//! address (IP_PKTINFO) and coalesces bursts (GRO): a socket bound to `0.0.0.0` must tell
+//! str0m which of our addresses a peer used, or ICE cannot pair the candidates.
 
-use std::net::UdpSocket;
+use std::io::IoSliceMut;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
@@ -13,6 +18,9 @@ use ringbuf::traits::Producer;
 
 use super::demux::{Demux, Route};
 use super::{Datagram, DemuxCommand, OwnerQueueTx, MAX_DATAGRAM};
+
+/// The receive buffer: room for a GRO batch of datagrams.
+const RECV_BUFFER: usize = 64 * 1024;
 use crate::metrics::Metrics;
 
 /// How often the RX thread wakes with no traffic to look at commands and shutdown.
@@ -38,16 +46,30 @@ pub fn run(
         tracing::error!("UDP socket: cannot set a read timeout: {e}; RX thread stops");
         return;
     }
+    let state = match quinn_udp::UdpSocketState::new((&socket).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                "UDP socket: cannot enable destination addresses: {e}; RX thread stops"
+            );
+            return;
+        }
+    };
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("UDP socket: no local address: {e}; RX thread stops");
+            return;
+        }
+    };
     let mut demux = Demux::default();
-    // One heap slot reused for every datagram: received in place, moved into the ring.
-    let mut slot = Box::new(Datagram {
-        key: 0,
-        source: ([0, 0, 0, 0], 0).into(),
-        len: 0,
-        buf: [0; MAX_DATAGRAM],
-    });
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut meta = [quinn_udp::RecvMeta::default()];
     while !stop.load(Ordering::Relaxed) {
-        let received = socket.recv_from(&mut slot.buf);
+        let received = {
+            let mut bufs = [IoSliceMut::new(&mut buf)];
+            state.recv((&socket).into(), &mut bufs, &mut meta)
+        };
         // Commands first: a session registered just before its first STUN request must
         // be known when that request is routed.
         for cmd in commands.try_iter() {
@@ -58,12 +80,14 @@ pub fn run(
                 DemuxCommand::Unregister { key } => demux.unregister(key),
             }
         }
-        let (len, source) = match received {
-            Ok(r) => r,
+        match received {
+            Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
@@ -75,27 +99,46 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-        };
-        let Some(route) = demux.route(source, &slot.buf[..len]) else {
-            metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let Some(owner) = owners.get_mut(route.owner) else {
-            continue;
-        };
-        slot.key = route.key;
-        slot.source = source;
-        slot.len = len;
-        // Copies the datagram into the ring's storage; `slot` is reused.
-        let d = Datagram {
-            key: slot.key,
-            source: slot.source,
-            len: slot.len,
-            buf: slot.buf,
-        };
-        if owner.queue.try_push(d).is_err() {
-            metrics.udp_queue_full.fetch_add(1, Ordering::Relaxed);
         }
-        owner.thread.unpark();
+        let m = &meta[0];
+        let destination = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
+        let stride = m.stride.max(1);
+        for data in buf[..m.len].chunks(stride) {
+            deliver(&mut demux, &mut owners, &metrics, m.addr, destination, data);
+        }
     }
+}
+
+/// Routes one datagram onto its owner's ring.
+fn deliver(
+    demux: &mut Demux,
+    owners: &mut [Owner],
+    metrics: &Metrics,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+) {
+    if data.len() > MAX_DATAGRAM {
+        metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let Some(route) = demux.route(source, data) else {
+        metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let Some(owner) = owners.get_mut(route.owner) else {
+        return;
+    };
+    let mut d = Datagram {
+        key: route.key,
+        source,
+        destination,
+        len: data.len(),
+        buf: [0; MAX_DATAGRAM],
+    };
+    d.buf[..data.len()].copy_from_slice(data);
+    if owner.queue.try_push(d).is_err() {
+        metrics.udp_queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+    owner.thread.unpark();
 }
