@@ -151,7 +151,7 @@ impl Layout {
             return None;
         }
         let msg_len = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-        if msg_len % 4 != 0 || HEADER_LEN + msg_len != packet.len() {
+        if !msg_len.is_multiple_of(4) || HEADER_LEN + msg_len != packet.len() {
             return None;
         }
         let mut priority = false;
@@ -180,7 +180,7 @@ impl Layout {
                 // RFC 8489 §14.6: 16 to 32 bytes in steps of 4, after MESSAGE-INTEGRITY.
                 // Before it (or alone) str0m could not check it anyway.
                 (ATTR_MESSAGE_INTEGRITY_SHA256, Some(_))
-                    if sha256.is_none() && (16..=32).contains(&len) && len % 4 == 0 =>
+                    if sha256.is_none() && (16..=32).contains(&len) && len.is_multiple_of(4) =>
                 {
                     sha256 = Some((at, len))
                 }
