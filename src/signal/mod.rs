@@ -4,6 +4,7 @@
 //! bounded channel; they never touch a running session's `Rtc` themselves.
 
 pub mod assets;
+pub mod auth;
 pub mod error;
 pub mod session;
 pub mod whep;
