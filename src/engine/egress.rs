@@ -34,7 +34,9 @@ pub struct StreamMix {
     media_time: u64,
     pcm: Box<Frame>,
     packet: Vec<u8>,
-    packet_len: usize,
+    /// This tick's encoded frame, shared by reference with every viewer's `Rtc` (str0m
+    /// takes `Arc<[u8]>`): one allocation per stream per tick, not one per viewer.
+    frame: Option<Arc<[u8]>>,
 }
 
 impl StreamMix {
@@ -47,7 +49,7 @@ impl StreamMix {
             media_time: 0,
             pcm: Box::new([0.0; FRAME_LEN]),
             packet: vec![0; MAX_PACKET],
-            packet_len: 0,
+            frame: None,
         }
     }
 }
@@ -258,11 +260,11 @@ impl Egress {
     pub fn tick(&mut self, now: Instant, tx: &mut impl Transmitter) {
         for s in &mut self.streams {
             s.mixer.mix(&mut s.pcm);
-            s.packet_len = match s.encoder.encode(&s.pcm, &mut s.packet) {
-                Ok(n) => n,
+            s.frame = match s.encoder.encode(&s.pcm, &mut s.packet) {
+                Ok(n) => Some(Arc::from(&s.packet[..n])),
                 Err(e) => {
                     tracing::warn!(stream = %s.name, "encode failed: {e}");
-                    0
+                    None
                 }
             };
         }
@@ -276,10 +278,10 @@ impl Egress {
                 continue;
             }
             let s = &self.streams[v.stream];
-            if let (true, Some((mid, pt)), true) = (v.connected, v.audio, s.packet_len > 0) {
+            if let (true, Some((mid, pt)), Some(frame)) = (v.connected, v.audio, &s.frame) {
                 let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
                 let written = match v.rtc.writer(mid) {
-                    Some(w) => w.write(pt, now, rtp_time, &s.packet[..s.packet_len]),
+                    Some(w) => w.write(pt, now, rtp_time, frame.clone()),
                     None => Ok(()),
                 };
                 if let Err(e) = written {
