@@ -4,8 +4,10 @@
 //! in -1.0..=1.0 (`[L0, R0, L1, R1, ...]`).
 
 pub mod analysis;
+pub mod jitter;
 pub mod mixer;
 pub mod opus;
+pub mod publisher;
 pub mod sources;
 pub mod tx;
 

@@ -65,6 +65,17 @@ impl Encoder {
     }
 }
 
+/// True when `packet` carries in-band FEC (SILK LBRR data) for the packet before it, i.e.
+/// when [`Decoder::decode_fec`] can rebuild that one rather than conceal it. False for CELT
+/// packets, SILK frames the encoder sent without FEC, and anything unparsable.
+pub fn packet_has_fec(packet: &[u8]) -> bool {
+    if packet.is_empty() || packet.len() > MAX_PACKET {
+        return false;
+    }
+    // Cannot truncate: at most MAX_PACKET bytes. The parser is ropus's whatever the backend.
+    ropus::opus::decoder::opus_packet_has_lbrr(packet, packet.len() as i32).unwrap_or(false)
+}
+
 /// A 48 kHz stereo Opus decoder. Mono packets play on both channels.
 pub struct Decoder {
     inner: backend::Decoder,
@@ -97,6 +108,24 @@ impl Decoder {
     /// Conceals one lost 20 ms frame (packet loss concealment), returns samples per channel.
     pub fn conceal(&mut self, out: &mut Frame) -> Result<usize, CodecError> {
         let n = self.inner.conceal(out)?;
+        clamp(&mut out[..n * CHANNELS]);
+        Ok(n)
+    }
+
+    /// Rebuilds one lost 20 ms frame from the in-band forward error correction (LBRR) that
+    /// `next`, the packet after the lost one, may carry; returns samples per channel (960).
+    /// Only SILK and hybrid packets (speech; what browsers send with `useinbandfec=1`) carry
+    /// FEC: for any other packet the codec conceals instead, exactly like
+    /// [`conceal`](Self::conceal). Either way `next` itself has not been played: decode it
+    /// normally afterwards. Errors like [`decode`](Self::decode) for bad packets.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut Frame) -> Result<usize, CodecError> {
+        if next.is_empty() {
+            return Err(CodecError::EmptyPacket);
+        }
+        if next.len() > MAX_PACKET {
+            return Err(CodecError::PacketTooLong(next.len()));
+        }
+        let n = self.inner.decode_fec(next, out)?;
         clamp(&mut out[..n * CHANNELS]);
         Ok(n)
     }
@@ -162,6 +191,17 @@ mod backend {
                 .decode_float(&[], out, DecodeMode::Normal)
                 .map_err(|e| CodecError::Codec(e.to_string()))
         }
+
+        /// In FEC mode ropus rebuilds as many samples as `out` holds: the lost 20 ms.
+        pub(super) fn decode_fec(
+            &mut self,
+            next: &[u8],
+            out: &mut Frame,
+        ) -> Result<usize, CodecError> {
+            self.0
+                .decode_float(next, out, DecodeMode::Fec)
+                .map_err(|e| CodecError::Codec(e.to_string()))
+        }
     }
 }
 
@@ -215,6 +255,15 @@ mod backend {
         /// An empty packet asks libopus to conceal as many samples as `out` holds: 20 ms.
         pub(super) fn conceal(&mut self, out: &mut Frame) -> Result<usize, CodecError> {
             self.0.decode_float(&[], out, false).map_err(err)
+        }
+
+        /// In FEC mode libopus rebuilds as many samples as `out` holds: the lost 20 ms.
+        pub(super) fn decode_fec(
+            &mut self,
+            next: &[u8],
+            out: &mut Frame,
+        ) -> Result<usize, CodecError> {
+            self.0.decode_float(next, out, true).map_err(err)
         }
     }
 }
@@ -364,6 +413,16 @@ mod tests {
             decoded > 0,
             "nothing random decoded: is the decoder wired at all?"
         );
+        // The FEC probe copes with the same garbage.
+        seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize;
+            let packet: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
+            let _ = packet_has_fec(&packet);
+        }
         // And it still decodes real audio afterwards.
         let pcm = round_trip(&tone(10));
         assert!(pcm.iter().any(|s| s.abs() > 0.1));
@@ -439,6 +498,115 @@ mod tests {
         );
         // The next real packet decodes normally.
         let len = enc.encode(&frames[27], &mut packet).unwrap();
+        assert_eq!(dec.decode(&packet[..len], &mut out).unwrap(), FRAME_SAMPLES);
+    }
+
+    /// Mono speech-band packets with in-band FEC, as a browser sends them: 20 ms frames of
+    /// a sine whose frequency changes from `before` Hz to `after` Hz at frame `switch`.
+    fn fec_packets(frames: usize, switch: usize, before: f32, after: f32) -> Vec<Vec<u8>> {
+        let mut enc =
+            ropus::Encoder::builder(SAMPLE_RATE, ropus::Channels::Mono, ropus::Application::Voip)
+                .bitrate(ropus::Bitrate::Bits(32_000))
+                .inband_fec(ropus::InbandFec::Enabled)
+                .packet_loss_perc(20)
+                .build()
+                .unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        let mut phase = 0f32;
+        (0..frames)
+            .map(|f| {
+                let hz = if f < switch { before } else { after };
+                let pcm: Vec<f32> = (0..FRAME_SAMPLES)
+                    .map(|_| {
+                        phase += 2.0 * PI * hz / SAMPLE_RATE as f32;
+                        0.3 * phase.sin()
+                    })
+                    .collect();
+                let len = enc.encode_float(&pcm, &mut packet).unwrap();
+                packet[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fec_rebuilds_a_lost_frame_that_concealment_cannot_guess() {
+        // The tone changes from 300 to 500 Hz exactly at the lost frame: concealment can
+        // only continue 300 Hz, the next packet's FEC knows the lost frame had 500 Hz.
+        let (lost, switch) = (30, 30);
+        let packets = fec_packets(40, switch, 300.0, 500.0);
+        // SILK or hybrid (config < 16): the modes that carry FEC.
+        assert!(
+            packets[lost + 1][0] >> 3 < 16,
+            "TOC {:#x}",
+            packets[lost + 1][0]
+        );
+        let mut out = [0f32; FRAME_LEN];
+        let decode_upto = |dec: &mut Decoder, out: &mut Frame| {
+            for p in &packets[..lost] {
+                dec.decode(p, out).unwrap();
+            }
+        };
+        let mut fec = Decoder::new().unwrap();
+        decode_upto(&mut fec, &mut out);
+        assert_eq!(
+            fec.decode_fec(&packets[lost + 1], &mut out).unwrap(),
+            FRAME_SAMPLES
+        );
+        let rebuilt = out;
+        // The packet itself still decodes afterwards.
+        assert_eq!(
+            fec.decode(&packets[lost + 1], &mut out).unwrap(),
+            FRAME_SAMPLES
+        );
+
+        let mut plc = Decoder::new().unwrap();
+        decode_upto(&mut plc, &mut out);
+        plc.conceal(&mut out).unwrap();
+        let concealed = out;
+
+        // The second half of the frame, past the codec's delay and the switch.
+        let half = |f: &Frame| f[FRAME_LEN / 2..].to_vec();
+        let band = |pcm: &[f32], hz: f32| {
+            let left: Vec<f32> = pcm.iter().step_by(2).copied().collect();
+            crate::media::analysis::band_energy(&left, SAMPLE_RATE, hz, 60.0)
+        };
+        let (r, c) = (half(&rebuilt), half(&concealed));
+        assert!(
+            band(&r, 500.0) > 4.0 * band(&r, 300.0),
+            "FEC frame: 500 Hz {} vs 300 Hz {}",
+            band(&r, 500.0),
+            band(&r, 300.0)
+        );
+        assert!(
+            band(&c, 300.0) > band(&c, 500.0),
+            "concealment guessed the future?"
+        );
+    }
+
+    #[test]
+    fn fec_from_a_celt_packet_conceals() {
+        let frames = tone(12);
+        let mut enc = Encoder::new(0).unwrap();
+        let mut dec = Decoder::new().unwrap();
+        let mut packet = [0u8; MAX_PACKET];
+        let mut out = [0f32; FRAME_LEN];
+        for f in &frames[..10] {
+            let len = enc.encode(f, &mut packet).unwrap();
+            dec.decode(&packet[..len], &mut out).unwrap();
+        }
+        let _lost = enc.encode(&frames[10], &mut packet).unwrap();
+        let len = enc.encode(&frames[11], &mut packet).unwrap();
+        assert!(!packet_has_fec(&packet[..len]));
+        assert_eq!(
+            dec.decode_fec(&packet[..len], &mut out).unwrap(),
+            FRAME_SAMPLES
+        );
+        // Concealment of a 0.25 tone: still sounding, in range.
+        let rms = (out.iter().map(|s| s * s).sum::<f32>() / FRAME_LEN as f32).sqrt();
+        assert!(rms > 0.05, "RMS {rms}");
+        assert!(dec.decode_fec(&[], &mut out).is_err());
+        // A corrupt next packet: an error, not a panic.
+        assert!(dec.decode_fec(&[0xff, 0x3f, 0, 0], &mut out).is_err());
         assert_eq!(dec.decode(&packet[..len], &mut out).unwrap(), FRAME_SAMPLES);
     }
 }
