@@ -265,6 +265,16 @@ impl PublisherFeed {
     }
 }
 
+// The feed moves to the thread owning the publisher's Rtc, the input to the TX thread,
+// monitors anywhere.
+const _: () = {
+    const fn sendable<T: Send>() {}
+    const fn shareable<T: Send + Sync>() {}
+    sendable::<PublisherFeed>();
+    sendable::<PublisherInput>();
+    shareable::<PublisherMonitor>();
+};
+
 /// Makes a publisher's feed and its mixer input. Allocates the ring, the jitter buffer and
 /// the decoder (about 200 KiB); fails only if the decoder cannot be made.
 pub fn publisher_channel() -> Result<(PublisherFeed, PublisherInput), CodecError> {
