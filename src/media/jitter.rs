@@ -249,9 +249,12 @@ pub struct JitterBuffer {
     playing: bool,
     /// Consecutive dry pops.
     dry: u32,
-    /// Drift control: pops in a row whose lag was above the band, and below it.
+    /// Drift control: ticks in a row whose lag was above the band, and below it; the tick
+    /// being watched and its lowest lag so far.
     high_for: u32,
     low_for: u32,
+    watch_now: i64,
+    tick_lag: Option<i64>,
     last_lag: Option<i64>,
     quiet: bool,
     suspects: u32,
@@ -297,6 +300,8 @@ impl JitterBuffer {
             dry: 0,
             high_for: 0,
             low_for: 0,
+            watch_now: i64::MIN,
+            tick_lag: None,
             last_lag: None,
             quiet: false,
             suspects: 0,
@@ -413,10 +418,10 @@ impl JitterBuffer {
             self.stats.lost += present - next;
             self.next = present;
             self.dry = 0;
-            return self.play_next(lag);
+            return self.play_next(lag, now_us);
         }
         if present == next {
-            return self.play_next(lag);
+            return self.play_next(lag, now_us);
         }
         // `next` is lost. If the next present packet is already due, everything before it
         // is given up on at once (one concealed frame, not one per packet).
@@ -432,12 +437,24 @@ impl JitterBuffer {
     }
 
     /// Plays `self.next` (ready, with lag `lag`), or corrects the drift instead.
-    fn play_next(&mut self, lag: i64) -> Pop<'_> {
+    fn play_next(&mut self, lag: i64, now_us: i64) -> Pop<'_> {
         let next = self.next;
-        let high = self.target_us + FRAME_US + us(DRIFT_BAND);
-        let low = self.target_us - us(DRIFT_BAND);
-        self.high_for = if lag > high { self.high_for + 1 } else { 0 };
-        self.low_for = if lag < low { self.low_for + 1 } else { 0 };
+        // The drift control watches the lowest lag of each tick (ticks with 10 ms packets
+        // pop two, the second 10 ms closer to its deadline), counted once the tick is over.
+        if now_us != self.watch_now {
+            if let Some(tick_lag) = self.tick_lag.take() {
+                let high = self.target_us + FRAME_US + us(DRIFT_BAND);
+                let low = self.target_us - us(DRIFT_BAND);
+                self.high_for = if tick_lag > high {
+                    self.high_for + 1
+                } else {
+                    0
+                };
+                self.low_for = if tick_lag < low { self.low_for + 1 } else { 0 };
+            }
+            self.watch_now = now_us;
+        }
+        self.tick_lag = Some(self.tick_lag.map_or(lag, |l| l.min(lag)));
         let quiet = self.quiet;
         let due = |n: u32, window: u32, patience: u32| n >= window && (quiet || n >= patience);
         if due(self.high_for, DROP_WINDOW, DROP_PATIENCE) && self.is_ready(next + 1) {
@@ -576,6 +593,7 @@ impl JitterBuffer {
     fn reset_lag_watch(&mut self) {
         self.high_for = 0;
         self.low_for = 0;
+        self.tick_lag = None;
     }
 
     /// Starts playout if a packet's turn has come: the first packet that is not stale by

@@ -60,8 +60,10 @@ pub const FADE_IN_SAMPLES: usize = 240;
 pub const FADE_OUT_SAMPLES: usize = 480;
 /// RMS below which a frame counts as quiet (-50 dBFS): drift corrections happen then.
 pub const QUIET_RMS: f32 = 0.003;
-/// Most jitter buffer pops in one tick (packets shorter than 20 ms take several).
-const MAX_POPS_PER_FILL: usize = 4;
+/// Most jitter buffer pops in one tick: packets shorter than 20 ms take several (eight of
+/// the shortest Opus packets, 2.5 ms). WebRTC senders use 20 ms (sometimes 10 ms) packets,
+/// which the jitter buffer's capacity and drift control are tuned for.
+const MAX_POPS_PER_FILL: usize = 8;
 /// Merges and stretches splice audio with a cross-fade of this many samples (5 ms)...
 const SPLICE_XFADE: usize = 240;
 /// ...a merge at the best matching offset within this many samples (±5 ms) of a plain
@@ -262,6 +264,16 @@ impl PublisherFeed {
         PublisherMonitor(self.shared.clone())
     }
 }
+
+// The feed moves to the thread owning the publisher's Rtc, the input to the TX thread,
+// monitors anywhere.
+const _: () = {
+    const fn sendable<T: Send>() {}
+    const fn shareable<T: Send + Sync>() {}
+    sendable::<PublisherFeed>();
+    sendable::<PublisherInput>();
+    shareable::<PublisherMonitor>();
+};
 
 /// Makes a publisher's feed and its mixer input. Allocates the ring, the jitter buffer and
 /// the decoder (about 200 KiB); fails only if the decoder cannot be made.
@@ -503,8 +515,28 @@ impl Playout {
                 let k = best_match(&self.scratch, m, &self.second, range);
                 splice(&mut self.queue, &self.scratch, m, &self.second, k);
             }
+            (Ok(na), Ok(nb)) if na + nb <= FRAME_SAMPLES && nb >= SPLICE_XFADE => {
+                // Short packets (10 ms): one after the other in one frame, then about the
+                // first one's length cut out of the middle at the best matching offset.
+                let n = na + nb;
+                self.scratch[na * CHANNELS..n * CHANNELS]
+                    .copy_from_slice(&self.second[..nb * CHANNELS]);
+                let m = (nb - SPLICE_XFADE) / 2;
+                let search = MERGE_SEARCH.min(m);
+                let k = best_match(
+                    &self.scratch,
+                    m,
+                    &self.scratch,
+                    m + na - search..=m + na + search,
+                );
+                let x = &self.scratch;
+                self.queue.push(&x[..m * CHANNELS]);
+                cross_fade(&mut self.queue, x, m, x, k);
+                self.queue
+                    .push(&x[(k + SPLICE_XFADE) * CHANNELS..n * CHANNELS]);
+            }
             (a, b) => {
-                // Shorter packets or a bad one: play what decoded, without merging.
+                // Odd packet lengths or a bad packet: play what decoded, without merging.
                 if let Ok(n) = a {
                     self.append_scratch(n);
                 } else {
@@ -542,7 +574,11 @@ impl Playout {
                         .push(&b[(k + SPLICE_XFADE) * CHANNELS..end * CHANNELS]);
                 }
             }
-            Ok(n) => self.append_scratch(n),
+            Ok(n) => {
+                // Too short to repeat a pitch-aligned piece of: concealment adds the frame.
+                self.append_scratch(n);
+                self.conceal();
+            }
             Err(_) => {
                 self.decode_errors += 1;
                 self.conceal();
@@ -1149,8 +1185,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ten_ms_packets_play_continuously() {
+    /// `frames` 10 ms Opus packets of a 1 kHz sine on both channels.
+    fn ten_ms_packets(frames: usize) -> Vec<Vec<u8>> {
         let mut enc = ropus::Encoder::builder(
             SAMPLE_RATE,
             ropus::Channels::Stereo,
@@ -1162,7 +1198,7 @@ mod tests {
         .unwrap();
         let mut packet = [0u8; MAX_PACKET];
         let half = FRAME_SAMPLES / 2;
-        let packets: Vec<Vec<u8>> = (0..400)
+        (0..frames)
             .map(|f| {
                 let pcm: Vec<f32> = (0..half * 2)
                     .map(|k| {
@@ -1173,22 +1209,57 @@ mod tests {
                 let len = enc.encode_float(&pcm, &mut packet).unwrap();
                 packet[..len].to_vec()
             })
-            .collect();
-        let sent: Vec<Sent<'_>> = packets
+            .collect()
+    }
+
+    fn ten_ms_schedule(packets: &[Vec<u8>], period: Duration, jitter_us: u64) -> Vec<Sent<'_>> {
+        let mut rng = Rng(17);
+        packets
             .iter()
             .enumerate()
             .map(|(i, p)| Sent {
-                at: 10 * MS * i as u32,
+                at: period * i as u32 + Duration::from_micros(rng.below(jitter_us + 1)),
                 seq: i as u16,
                 ts: 480 * i as u32,
                 payload: p,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn ten_ms_packets_play_continuously() {
+        let packets = ten_ms_packets(400);
+        let sent = ten_ms_schedule(&packets, 10 * MS, 0);
         let (mut feed, mut input) = publisher_channel().unwrap();
         let out = play(&mut input, &mut feed, sent, 220);
         let (first, _) = sounding(&out);
         assert_steady_tone(&out[first + 1..first + 200], 0.33);
         let s = input.stats();
         assert_eq!((s.played, s.lost), (400, 0), "{s:?}");
+    }
+
+    #[test]
+    fn ten_ms_packets_from_drifting_senders_stay_continuous() {
+        let packets = ten_ms_packets(3000);
+        for ppm in [1000i64, -1000] {
+            let period = Duration::from_nanos((10_000_000 * (1_000_000 - ppm) / 1_000_000) as u64);
+            let sent = ten_ms_schedule(&packets, period, 5_000);
+            let (mut feed, mut input) = publisher_channel().unwrap();
+            let out = play(&mut input, &mut feed, sent, 1550);
+            let s = input.stats();
+            let (first, _) = sounding(&out);
+            // 30 s, 30 ms of drift: at least one correction, never running dry.
+            assert!(
+                s.dropped_for_drift + s.inserted_for_drift >= 1,
+                "{ppm}: {s:?}"
+            );
+            assert_eq!((s.lost, s.late), (0, 0), "{ppm}: {s:?}");
+            // Only the end of the stream ran dry.
+            assert_eq!(s.underruns, MAX_DRY_CONCEAL as u64, "{ppm}: {s:?}");
+            for (i, f) in out[first + 1..first + 1400].iter().enumerate() {
+                assert!(frame_rms(f) > 0.2, "{ppm}: frame {i}: RMS {}", frame_rms(f));
+            }
+            assert!(s.delay <= 60 * MS, "{ppm}: {s:?}");
+        }
     }
 }
