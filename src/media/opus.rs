@@ -7,9 +7,10 @@
 //! the `opus` crate. docs/codec.md has the measurements behind the choice.
 //!
 //! Output is what WebRTC's `opus/48000/2` with `stereo=1` expects: 20 ms frames, CELT full
-//! band stereo at 128 kbit/s unless told otherwise. This module never allocates on the
-//! encode or decode path (errors aside), never blocks and never panics on bad packets:
-//! a packet from the network is untrusted input and gives an error at worst.
+//! band stereo at 128 kbit/s unless told otherwise. This module adds no allocation on the
+//! encode or decode path (ropus itself allocates a buffer inside each decode; libopus does
+//! not), never blocks and never panics on bad packets: a packet from the network is
+//! untrusted input and gives an error at worst.
 
 use super::{Frame, CHANNELS, FRAME_LEN, FRAME_SAMPLES, SAMPLE_RATE};
 
