@@ -2,7 +2,7 @@
 //! the id in their URL) and the owner threads (which remove them when they end).
 //! Touched once per session event, never per packet.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::engine::PeerKey;
@@ -28,8 +28,9 @@ const RECENTLY_ENDED: usize = 4096;
 struct Table {
     by_id: HashMap<String, SessionEntry>,
     id_of: HashMap<PeerKey, String>,
-    ended: VecDeque<(String, String)>,
-    ended_ids: HashSet<String>,
+    /// Ended ids, oldest first, and each one's stream.
+    ended: VecDeque<String>,
+    ended_stream: HashMap<String, String>,
 }
 
 /// Live sessions by URL id and by key.
@@ -71,19 +72,21 @@ impl Sessions {
         let id = t.id_of.remove(&key)?;
         let entry = t.by_id.remove(&id)?;
         if t.ended.len() >= RECENTLY_ENDED {
-            if let Some((old, _)) = t.ended.pop_front() {
-                t.ended_ids.remove(&old);
+            if let Some(old) = t.ended.pop_front() {
+                t.ended_stream.remove(&old);
             }
         }
-        t.ended_ids.insert(id.clone());
-        t.ended.push_back((id, entry.stream.clone()));
+        t.ended_stream.insert(id.clone(), entry.stream.clone());
+        t.ended.push_back(id);
         Some(entry)
     }
 
     /// True if session `id` of `stream` ended recently.
     pub fn recently_ended(&self, id: &str, stream: &str) -> bool {
-        let t = self.lock();
-        t.ended_ids.contains(id) && t.ended.iter().any(|(i, s)| i == id && s == stream)
+        self.lock()
+            .ended_stream
+            .get(id)
+            .is_some_and(|s| s == stream)
     }
 
     /// Live sessions.
