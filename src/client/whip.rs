@@ -133,8 +133,8 @@ impl Publisher {
                 opts.bind
             )));
         }
-        let encoder = Encoder::new(opts.bitrate)
-            .map_err(|e| ClientError::Rtc(format!("encoder: {e}")))?;
+        let encoder =
+            Encoder::new(opts.bitrate).map_err(|e| ClientError::Rtc(format!("encoder: {e}")))?;
         let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0))?;
         let mut builder = Rtc::builder().clear_codecs();
         builder.codec_config().add_config(
@@ -294,7 +294,9 @@ fn connect(
             return Ok((pt, at));
         }
         if state.disconnected {
-            return Err(ClientError::Rtc("ICE disconnected before connecting".into()));
+            return Err(ClientError::Rtc(
+                "ICE disconnected before connecting".into(),
+            ));
         }
         if Instant::now() >= connect_by {
             return Err(ClientError::Rtc(format!(
@@ -339,10 +341,7 @@ struct Sender {
 impl Sender {
     /// Sends `duration` worth of frames (or until stopped or disconnected).
     fn run(mut self) -> Result<PublishReport, ClientError> {
-        let frames = self
-            .duration
-            .as_nanos()
-            .div_ceil(FRAME_DURATION.as_nanos());
+        let frames = self.duration.as_nanos().div_ceil(FRAME_DURATION.as_nanos());
         let frames = u64::try_from(frames).unwrap_or(u64::MAX);
         self.report.sent_at = Vec::with_capacity(usize::try_from(frames.min(1 << 16)).unwrap_or(0));
         let mut pcm: Box<Frame> = Box::new([0.0; FRAME_LEN]);
