@@ -16,6 +16,7 @@ use mixcast::media::opus::{Decoder, Encoder};
 use mixcast::media::sources::{self, SourceSpec};
 use mixcast::media::{FRAME_DURATION, FRAME_LEN, SAMPLE_RATE};
 use mixcast::metrics::Metrics;
+use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -75,7 +76,8 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
     mixer.add(sources::open(&SourceSpec::Tone).unwrap(), 1.0);
     let stream = StreamMix::new("live".into(), mixer, Encoder::new(128_000).unwrap());
     let metrics = Arc::new(Metrics::default());
-    let mut egress = Egress::new(vec![stream], metrics.clone());
+    let directory = Arc::new(StreamDirectory::new([("live".to_string(), vec![])]));
+    let mut egress = Egress::new(vec![stream], directory, 128_000, metrics.clone());
 
     let mut client = Rtc::builder().build(now);
     client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
@@ -98,7 +100,7 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
         now: Some(now),
         ..Default::default()
     };
-    egress.add_viewer(now, 1, negotiated.rtc, 0, &mut wire);
+    egress.add_viewer(now, 1, negotiated.rtc, "live", &mut wire);
 
     let mut client_side = ClientSide {
         decoder: Decoder::new().unwrap(),
