@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use mixcast::client::whip::{publish, PublishOptions};
 use mixcast::media::sources::{FileSource, Source, ToneSource};
+use mixcast::media::FRAME_DURATION;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,10 +80,21 @@ fn main() -> anyhow::Result<()> {
         report.bytes_sent,
         report.bytes_sent as f64 * 8.0 / duration.as_secs_f64().max(f64::EPSILON) / 1000.0
     );
-    println!(
-        "pacing           latest frame {:.2} ms after its due time",
-        ms(report.max_lateness)
-    );
+    if let Some(origin) = report.origin {
+        let mut late: Vec<f64> = report
+            .sent_at
+            .iter()
+            .map(|&(k, at)| ms(at.saturating_duration_since(origin + FRAME_DURATION * k as u32)))
+            .collect();
+        late.sort_by(f64::total_cmp);
+        if let Some(&max) = late.last() {
+            println!(
+                "pacing           frames left after their due time by {:.2} ms (median), {:.2} ms (p99), {max:.2} ms (max)",
+                late[late.len() / 2],
+                late[(late.len() * 99 / 100).min(late.len() - 1)],
+            );
+        }
+    }
     if report.send_errors > 0 {
         println!("send errors      {}", report.send_errors);
     }

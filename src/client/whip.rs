@@ -97,6 +97,8 @@ pub struct PublishReport {
     /// When each frame left: its index in the source's order (frame `k` carries RTP time
     /// `k × 960`) and the instant right after its packet was handed to the socket.
     pub sent_at: Vec<(u64, Instant)>,
+    /// When frame 0 was due: frame `k` was due at `origin + k × 20 ms`.
+    pub origin: Option<Instant>,
     /// The latest any frame left after its due time.
     pub max_lateness: Duration,
     /// Frames the encoder or str0m refused (not sent).
@@ -339,56 +341,47 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends `duration` worth of frames (or until stopped or disconnected).
+    /// Sends `duration` worth of frames (or until stopped or disconnected). Each frame is
+    /// pulled and encoded ahead of its due time, so that its packet leaves on time.
     fn run(mut self) -> Result<PublishReport, ClientError> {
         let frames = self.duration.as_nanos().div_ceil(FRAME_DURATION.as_nanos());
         let frames = u64::try_from(frames).unwrap_or(u64::MAX);
         self.report.sent_at = Vec::with_capacity(usize::try_from(frames.min(1 << 16)).unwrap_or(0));
         let mut pcm: Box<Frame> = Box::new([0.0; FRAME_LEN]);
         let mut packet = vec![0u8; MAX_PACKET];
-        let mut disconnected = false;
         let origin = Instant::now();
+        self.report.origin = Some(origin);
         let mut due = origin;
         for index in 0..frames {
-            self.driver.sleep_until(due, &mut |e| {
-                if matches!(
-                    e,
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected)
-                ) {
-                    disconnected = true;
-                }
-            })?;
-            if disconnected || self.stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) {
                 break;
             }
             self.source.fill(&mut pcm);
-            self.send(index, due, &pcm, &mut packet)?;
+            let encoded = self.encoder.encode(&pcm, &mut packet);
+            let disconnected = &mut self.report.disconnected;
+            self.driver
+                .sleep_until(due, &mut |e| watch_disconnect(e, disconnected))?;
+            if self.report.disconnected || self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match encoded {
+                Ok(len) => self.send(index, due, &packet[..len])?,
+                Err(e) => {
+                    tracing::debug!(index, error = %e, "encode failed");
+                    self.report.send_errors += 1;
+                }
+            }
             due += FRAME_DURATION;
         }
-        self.report.disconnected = disconnected;
         self.driver.close();
         Ok(self.report)
     }
 
-    /// Encodes and writes frame `index`, which was due at `due`.
-    fn send(
-        &mut self,
-        index: u64,
-        due: Instant,
-        pcm: &Frame,
-        packet: &mut [u8],
-    ) -> Result<(), ClientError> {
-        let len = match self.encoder.encode(pcm, packet) {
-            Ok(len) => len,
-            Err(e) => {
-                tracing::debug!(index, error = %e, "encode failed");
-                self.report.send_errors += 1;
-                return Ok(());
-            }
-        };
+    /// Writes frame `index`, which was due at `due`, and sends its packet.
+    fn send(&mut self, index: u64, due: Instant, data: &[u8]) -> Result<(), ClientError> {
         let rtp_time = MediaTime::new(index * FRAME_SAMPLES as u64, Frequency::FORTY_EIGHT_KHZ);
         let (mid, pt) = (self.mid, self.pt);
-        let data = &packet[..len];
+        let disconnected = &mut self.report.disconnected;
         let written = self.driver.mutate(
             |rtc| match rtc.writer(mid) {
                 Some(w) => w
@@ -396,13 +389,13 @@ impl Sender {
                     .map_err(|e| e.to_string()),
                 None => Err("the session is closed".to_string()),
             },
-            &mut |_| {},
+            &mut |e| watch_disconnect(e, disconnected),
         )?;
         let left = Instant::now();
         match written {
             Ok(()) => {
                 self.report.packets_sent += 1;
-                self.report.bytes_sent += len as u64;
+                self.report.bytes_sent += data.len() as u64;
                 self.report.sent_at.push((index, left));
                 self.report.max_lateness = self.report.max_lateness.max(left - due);
             }
@@ -412,6 +405,16 @@ impl Sender {
             }
         }
         Ok(())
+    }
+}
+
+/// Notes an ICE disconnection (the server is gone or stopped answering consent checks).
+fn watch_disconnect(event: Event, disconnected: &mut bool) {
+    if matches!(
+        event,
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+    ) {
+        *disconnected = true;
     }
 }
 
