@@ -10,6 +10,7 @@ use mixcast::media::analysis::{deinterleave, rms};
 use mixcast::media::sources::{SilenceSource, ToneSource};
 use mixcast::media::SAMPLE_RATE;
 use mixcast::server::Server;
+use mixcast::signal::auth::Secret;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::thread;
@@ -234,8 +235,9 @@ fn one_of_two_publishers_leaves_without_a_gap() {
     check_publisher("A", &a_report, &server);
     check_publisher("B", &b_report, &server);
     let (_, a_last) = *a_report.sent_at.last().expect("A sent packets");
-    let (_, b_last) = *b_report.sent_at.last().expect("B sent packets");
-    assert!(b_last > viewed.frame_arrivals.last().expect("frames").at);
+    // B played before the viewer came and was stopped only after it left.
+    let (_, b_first) = *b_report.sent_at.first().expect("B sent packets");
+    assert!(b_first < viewed.frame_arrivals[0].at);
 
     // No gap: no packet missing, and from the first sound to the end no quiet frame (B
     // played all along; A leaving fades A out, not the mix).
@@ -307,6 +309,40 @@ fn a_new_publisher_is_heard_quickly() {
         .expect("nothing is heard before the tone is sent");
     eprintln!("first packet sent to first frame heard: {delay:?}");
     assert!(delay < BOUND, "heard {delay:?} after its first packet");
+    server.shutdown();
+}
+
+#[test]
+fn a_publish_token_is_sent_as_bearer() {
+    let _serial = serial();
+    let mut config = Config::loopback_ephemeral();
+    config.auth.publish.default = vec![Secret::new("s3cret").expect("a valid token")];
+    let server = Server::start(config).expect("server starts on loopback");
+    let stream = "guarded";
+    let opts = |token: Option<&str>| {
+        let mut o = PublishOptions::new(
+            whip_url(&server, stream),
+            Box::new(ToneSource::sine(1000, 1000, TONE)),
+            Duration::from_secs(20),
+        );
+        o.token = token.map(str::to_owned);
+        o
+    };
+    for token in [None, Some("wrong")] {
+        let err = Publisher::start(opts(token)).expect_err("refused without the token");
+        assert_eq!(err.status(), Some(401), "token {token:?}: {err}");
+    }
+    let publisher = Publisher::start(opts(Some("s3cret"))).expect("the token lets it in");
+    let viewed = joined(view(&server, stream, Duration::from_millis(1500)));
+    let published = publisher.stop().expect("the publisher ends cleanly");
+    check_publisher("publisher", &published, &server);
+    let start = viewed.frame_arrivals[0].at + Duration::from_millis(200);
+    check_tone(
+        "with a token",
+        &channels_where(&viewed, |at| at >= start),
+        1000.0,
+        true,
+    );
     server.shutdown();
 }
 
