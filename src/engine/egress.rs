@@ -759,10 +759,18 @@ impl Egress {
                 s.publishers = s.publishers.saturating_sub(1);
                 self.directory.set_publishers(&s.name, s.publishers);
                 self.metrics.publisher_removed(&s.name, reason);
+                let st = p.feed.monitor().stats();
                 tracing::info!(
                     key,
                     stream = %s.name,
                     reason = reason.as_str(),
+                    packets = st.packets,
+                    lost = st.lost,
+                    fec_recovered = st.fec_recovered,
+                    concealed = st.concealed,
+                    late = st.late,
+                    drift_fixes = st.dropped_for_drift + st.inserted_for_drift,
+                    delay_ms = st.target_delay.as_millis() as u64,
                     video_frames = p.video_frames,
                     "publisher left"
                 );
