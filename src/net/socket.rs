@@ -100,6 +100,9 @@ mod tests {
         let c = candidate_addrs(b, &[]);
         assert!(c.contains(&"127.0.0.1:8189".parse().unwrap()), "{c:?}");
         assert!(c.iter().all(|a| a.is_ipv4()));
-        assert!(c.last().is_some_and(|a| a.ip().is_loopback()), "loopback last: {c:?}");
+        assert!(
+            c.last().is_some_and(|a| a.ip().is_loopback()),
+            "loopback last: {c:?}"
+        );
     }
 }
