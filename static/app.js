@@ -59,6 +59,14 @@ function preferStereoOpus(sdp) {
   });
 }
 
+/** Whether an Opus `a=fmtp` line of `sdp` says `stereo=1`. */
+function opusStereoIn(sdp) {
+  const opusPayloads = [...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000\/2\r?$/gim)].map((m) => m[1]);
+  return [...sdp.matchAll(/^a=fmtp:(\d+) (.*?)\r?$/gm)].some(
+    ([, pt, params]) => opusPayloads.includes(pt) && /(^|;)\s*stereo=1\s*(;|$)/.test(params),
+  );
+}
+
 /** The frequency of the strongest FFT bin, refined by a parabola through its neighbours
  * (on the dB values), or null when the spectrum is silent. */
 function dominantFrequency(spectrumDb, sampleRate, fftSize) {
@@ -395,6 +403,9 @@ class WhipPublisher extends EventTarget {
   stream = null;
   /** Channels of the captured track: 1 or 2, 0 before capture. */
   channels = 0;
+  /** Whether the answer lets us send stereo Opus (`stereo=1`; browsers send mono
+   * otherwise, mixing the channels down), or null before the answer. */
+  stereo = null;
   /** The HTTP status of the last DELETE of a session, or null. */
   deleteStatus = null;
 
@@ -426,7 +437,7 @@ class WhipPublisher extends EventTarget {
     this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
-    this.#set({ state: "capturing", error: null, stream, channels: 0 });
+    this.#set({ state: "capturing", error: null, stream, channels: 0, stereo: null });
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
 
     try {
@@ -481,6 +492,7 @@ class WhipPublisher extends EventTarget {
       }
       this.#sessionUrl = sessionUrl;
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      this.#set({ stereo: opusStereoIn(answer) });
     } catch (err) {
       this.#fail(pc, err);
     }
@@ -855,7 +867,7 @@ class PublishPanel {
   }
 
   render() {
-    const { state, error, stream, channels, publishing } = this.publisher;
+    const { state, error, stream, channels, stereo, publishing } = this.publisher;
     this.el.state.textContent = state;
     this.el.state.dataset.state = state;
     this.el.start.disabled = publishing;
@@ -863,10 +875,11 @@ class PublishPanel {
     for (const input of [this.el.stream, this.el.token, this.el.processing]) {
       input.disabled = publishing;
     }
+    let sound = "";
+    if (channels === 2) sound = stereo === false ? " (stereo, sent as mono)" : " (stereo)";
+    else if (channels === 1) sound = " (mono)";
     this.el.target.textContent = publishing
-      ? `${state === "capturing" ? "Asking for" : "Sending"} the microphone${
-          channels ? ` (${channels === 2 ? "stereo" : "mono"})` : ""
-        } to “${stream}”.`
+      ? `${state === "capturing" ? "Asking for" : "Sending"} the microphone${sound} to “${stream}”.`
       : "";
     this.el.error.hidden = !error;
     this.el.error.textContent = error ?? "";
@@ -1028,8 +1041,8 @@ window.mixcastTest = {
   publish: (stream, token) => app.publish.publishAndWait(stream, token),
   publishStop: () => app.publish.publisher.stop(),
   publishState: () => {
-    const { state, error, stream, channels, deleteStatus } = app.publish.publisher;
-    return { state, error, stream, channels, deleteStatus };
+    const { state, error, stream, channels, stereo, deleteStatus } = app.publish.publisher;
+    return { state, error, stream, channels, stereo, deleteStatus };
   },
   publishStats: async () => (await app.publish.publisher.stats()) ?? null,
   /** Per channel sent: { rms, peak }. */
