@@ -313,7 +313,7 @@ fn a_new_publisher_is_heard_quickly() {
 }
 
 #[test]
-fn a_publish_token_is_sent_as_bearer() {
+fn a_publish_token_is_sent_as_bearer_and_video_is_offered() {
     let _serial = serial();
     let mut config = Config::loopback_ephemeral();
     config.auth.publish.default = vec![Secret::new("s3cret").expect("a valid token")];
@@ -326,6 +326,8 @@ fn a_publish_token_is_sent_as_bearer() {
             Duration::from_secs(20),
         );
         o.token = token.map(str::to_owned);
+        // An offer like OBS's: a (silent) sendonly video m-line besides the audio.
+        o.video = true;
         o
     };
     for token in [None, Some("wrong")] {
@@ -336,6 +338,14 @@ fn a_publish_token_is_sent_as_bearer() {
     let viewed = joined(view(&server, stream, Duration::from_millis(1500)));
     let published = publisher.stop().expect("the publisher ends cleanly");
     check_publisher("publisher", &published, &server);
+    assert!(
+        published
+            .answer_sdp
+            .lines()
+            .any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 ")),
+        "the video m-line was refused:\n{}",
+        published.answer_sdp
+    );
     let start = viewed.frame_arrivals[0].at + Duration::from_millis(200);
     check_tone(
         "with a token",
