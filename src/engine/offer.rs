@@ -149,7 +149,10 @@ pub fn accept_with_video(
     check_shape(offer, role)?;
     let ice_lite = role == Role::Publisher && needs_ice_lite(offer);
 
-    let mut builder = Rtc::builder().clear_codecs().set_ice_lite(ice_lite);
+    let mut builder = Rtc::builder()
+        .clear_codecs()
+        .set_ice_lite(ice_lite)
+        .set_crypto_provider(crate::net::dtls::crypto_provider());
     // Video is received from publishers and forwarded to viewers untouched: the codecs
     // OBS, FFmpeg and browsers send.
     let wanted = |c: Codec| video.is_none_or(|v| v == c);

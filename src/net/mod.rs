@@ -4,6 +4,7 @@
 //! lock-free SPSC ring ([`OwnerQueue`]); owners send on their own clone of the socket.
 
 pub mod demux;
+pub mod dtls;
 pub mod rx;
 pub mod socket;
 pub mod stun;
