@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::media::sources::SourceSpec;
+use crate::signal::auth::{Access, Secret};
 
 /// The default HTTP port (MediaMTX's WebRTC port, so its users feel at home).
 pub const DEFAULT_HTTP_PORT: u16 = 8889;
@@ -18,6 +19,67 @@ pub const DEFAULT_UDP_PORT: u16 = 8189;
 pub const DEFAULT_MAX_VIEWERS: usize = 10_000;
 /// The default Opus bitrate of a mix, bits per second.
 pub const DEFAULT_BITRATE: u32 = 128_000;
+/// The default cap on WHIP publishers (each costs a decoder and a jitter buffer per tick).
+pub const DEFAULT_MAX_PUBLISHERS: usize = 256;
+
+/// Bearer tokens for one direction (publishing or reading): for every stream, and per
+/// stream (a stream's own tokens replace the default ones).
+#[derive(Debug, Clone, Default)]
+pub struct TokenRules {
+    /// Tokens for every stream without tokens of its own.
+    pub default: Vec<Secret>,
+    /// Tokens of one stream.
+    pub per_stream: BTreeMap<String, Vec<Secret>>,
+}
+
+impl TokenRules {
+    /// What a request for `stream` must show.
+    pub fn access(&self, stream: &str) -> Access {
+        let tokens = self.per_stream.get(stream).unwrap_or(&self.default);
+        if tokens.is_empty() {
+            Access::Public
+        } else {
+            Access::Token(tokens.clone())
+        }
+    }
+
+    /// Whether any token is configured.
+    pub fn any(&self) -> bool {
+        !self.default.is_empty() || !self.per_stream.is_empty()
+    }
+
+    /// Adds `[STREAM=]TOKEN` (a flag's value). The text before the first `=` names a stream
+    /// when it is a valid stream name and a token follows; `*=TOKEN` is a token for every
+    /// stream (for a token that itself contains `=` before its end).
+    fn add_flag(&mut self, flag: &str, value: &str) -> Result<(), ConfigError> {
+        let bad =
+            |e: crate::signal::auth::InvalidToken| ConfigError::Invalid(format!("{flag}: {e}"));
+        match value.split_once('=') {
+            Some(("*", token)) => self.default.push(Secret::new(token).map_err(bad)?),
+            Some((stream, token))
+                if valid_stream_name(stream) && !token.is_empty() && !token.starts_with('=') =>
+            {
+                self.per_stream
+                    .entry(stream.to_string())
+                    .or_default()
+                    .push(Secret::new(token).map_err(bad)?)
+            }
+            _ => self.default.push(Secret::new(value).map_err(bad)?),
+        }
+        Ok(())
+    }
+}
+
+/// Who may publish and read.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Tokens for WHIP (publishing).
+    pub publish: TokenRules,
+    /// Tokens for WHEP (reading).
+    pub read: TokenRules,
+    /// With no publish token for a stream, let anyone publish to it (not only loopback).
+    pub allow_public_publish: bool,
+}
 
 /// One input of a stream's mix.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +207,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Opus bitrate of every mix, bits per second.
     pub bitrate: u32,
+    /// Most WHIP publishers at once (over it: 503).
+    pub max_publishers: usize,
+    /// Tokens and the publishing rule.
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -163,6 +229,8 @@ impl Config {
             ice_servers: Vec::new(),
             tls: None,
             bitrate: DEFAULT_BITRATE,
+            max_publishers: DEFAULT_MAX_PUBLISHERS,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -179,6 +247,10 @@ struct FileConfig {
     bitrate: Option<u32>,
     ice_servers: Vec<IceServer>,
     tls: Option<TlsConfig>,
+    max_publishers: Option<usize>,
+    publish_tokens: Vec<Secret>,
+    read_tokens: Vec<Secret>,
+    allow_public_publish: Option<bool>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -186,6 +258,8 @@ struct FileConfig {
 #[serde(default, deny_unknown_fields)]
 struct FileStream {
     sources: Vec<FileInput>,
+    publish_tokens: Vec<Secret>,
+    read_tokens: Vec<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +334,35 @@ pub struct ServeArgs {
     )]
     pub tls_key: Option<PathBuf>,
 
+    /// Most WHIP publishers at once; more get 503 [default: 256].
+    #[arg(long, env = "MIXCAST_MAX_PUBLISHERS", value_name = "N")]
+    pub max_publishers: Option<usize>,
+
+    /// A Bearer token publishers (WHIP) must send: `TOKEN` for every stream, or
+    /// `STREAM=TOKEN` for one stream (its tokens then replace the general ones). Repeatable.
+    /// Without any, only clients on this machine (loopback) may publish. Prefer the
+    /// environment variable or the config file: flags show in `ps`.
+    #[arg(
+        long = "publish-token",
+        env = "MIXCAST_PUBLISH_TOKEN",
+        value_name = "[STREAM=]TOKEN"
+    )]
+    pub publish_tokens: Vec<String>,
+
+    /// A Bearer token viewers (WHEP) must send, like --publish-token. Without any, anyone
+    /// may watch.
+    #[arg(
+        long = "read-token",
+        env = "MIXCAST_READ_TOKEN",
+        value_name = "[STREAM=]TOKEN"
+    )]
+    pub read_tokens: Vec<String>,
+
+    /// Let anyone publish to streams that have no publish token (by default only loopback
+    /// clients may). The server warns at start-up when this opens a stream.
+    #[arg(long, env = "MIXCAST_ALLOW_PUBLIC_PUBLISH")]
+    pub allow_public_publish: bool,
+
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -320,7 +423,29 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let mut streams: BTreeMap<String, Vec<InputConfig>> = BTreeMap::new();
+        let mut auth = AuthConfig {
+            publish: TokenRules {
+                default: file.publish_tokens.clone(),
+                ..Default::default()
+            },
+            read: TokenRules {
+                default: file.read_tokens.clone(),
+                ..Default::default()
+            },
+            allow_public_publish: self.allow_public_publish
+                || file.allow_public_publish.unwrap_or(false),
+        };
         for (name, s) in &file.streams {
+            if !s.publish_tokens.is_empty() {
+                auth.publish
+                    .per_stream
+                    .insert(name.clone(), s.publish_tokens.clone());
+            }
+            if !s.read_tokens.is_empty() {
+                auth.read
+                    .per_stream
+                    .insert(name.clone(), s.read_tokens.clone());
+            }
             let mut inputs = Vec::new();
             for i in &s.sources {
                 inputs.push(match i {
@@ -344,6 +469,16 @@ impl ServeArgs {
         }
         // A stream named by flags takes the flags' inputs instead of the file's.
         streams.extend(from_flags);
+        for t in &self.publish_tokens {
+            auth.publish.add_flag("--publish-token", t)?;
+        }
+        for t in &self.read_tokens {
+            auth.read.add_flag("--read-token", t)?;
+        }
+        let max_publishers = self
+            .max_publishers
+            .or(file.max_publishers)
+            .unwrap_or(DEFAULT_MAX_PUBLISHERS);
         if streams.is_empty() {
             streams.insert("live".into(), vec![SourceSpec::Tone.into()]);
         }
@@ -402,6 +537,8 @@ impl ServeArgs {
             ice_servers,
             tls,
             bitrate,
+            max_publishers,
+            auth,
         })
     }
 }

@@ -39,3 +39,4 @@ pub mod net;
 pub mod server;
 pub mod sessions;
 pub mod signal;
+pub mod streams;

@@ -59,6 +59,9 @@ impl Histogram {
 #[derive(Default)]
 pub struct Metrics {
     viewers: Mutex<BTreeMap<String, u64>>,
+    publishers: Mutex<BTreeMap<String, u64>>,
+    /// Audio and video frames received from publishers.
+    pub media_received: AtomicU64,
     sessions_created: AtomicU64,
     sessions_closed: AtomicU64,
     sessions_failed: AtomicU64,
@@ -92,10 +95,37 @@ impl Metrics {
         let mut v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = v.get_mut(stream) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                v.remove(stream);
+            }
         }
+        self.ended(reason);
+    }
+
+    /// A publisher started feeding `stream`.
+    pub fn publisher_added(&self, stream: &str) {
+        let mut v = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        *v.entry(stream.to_string()).or_default() += 1;
+    }
+
+    /// A publisher of `stream` ended.
+    pub fn publisher_removed(&self, stream: &str, reason: EndReason) {
+        let mut v = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = v.get_mut(stream) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                v.remove(stream);
+            }
+        }
+        self.ended(reason);
+    }
+
+    fn ended(&self, reason: EndReason) {
         match reason {
-            EndReason::Closed | EndReason::PeerClosed => &self.sessions_closed,
-            EndReason::IceFailed | EndReason::Failed => &self.sessions_failed,
+            EndReason::Closed | EndReason::PeerClosed | EndReason::StreamEnded => {
+                &self.sessions_closed
+            }
+            EndReason::IceFailed | EndReason::Failed | EndReason::Idle => &self.sessions_failed,
         }
         .fetch_add(1, Relaxed);
     }
@@ -133,7 +163,28 @@ impl Metrics {
         {
             let _ = writeln!(out, "mixcast_viewers{{stream=\"{}\"}} {n}", escape(stream));
         }
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let _ = writeln!(
+            out,
+            "# HELP mixcast_publishers WHIP publishers feeding a stream now.\n# TYPE mixcast_publishers gauge"
+        );
+        for (stream, n) in self
+            .publishers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "mixcast_publishers{{stream=\"{}\"}} {n}",
+                escape(stream)
+            );
+        }
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            (
+                "mixcast_media_received_total",
+                "Audio and video frames received from publishers.",
+                &self.media_received,
+            ),
             (
                 "mixcast_sessions_created_total",
                 "WebRTC sessions created.",

@@ -22,7 +22,8 @@ use crate::media::tx::{TxCommand, TxThread, TX_COMMAND_CAPACITY};
 use crate::metrics::Metrics;
 use crate::net::{owner_queue, rx, socket};
 use crate::sessions::Sessions;
-use crate::signal::{self, AppState, Shared, StreamInfo, TxHandle};
+use crate::signal::{self, AppState, Shared, TxHandle};
+use crate::streams::StreamDirectory;
 
 /// Routing updates queued for the RX thread (one per session start, restart and end).
 const DEMUX_COMMAND_CAPACITY: usize = 4096;
@@ -69,7 +70,6 @@ impl Server {
         let sessions = Arc::new(Sessions::default());
 
         let mut mixes = Vec::new();
-        let mut infos = Vec::new();
         for s in &config.streams {
             let mut mixer = Mixer::new();
             for input in &s.sources {
@@ -80,11 +80,13 @@ impl Server {
             let encoder = Encoder::new(config.bitrate)
                 .map_err(|e| StartError::Config(format!("stream {}: {e}", s.name)))?;
             mixes.push(StreamMix::new(s.name.clone(), mixer, encoder));
-            infos.push(StreamInfo {
-                name: s.name.clone(),
-                sources: s.sources.iter().map(|i| i.spec.to_string()).collect(),
-            });
         }
+        let directory = Arc::new(StreamDirectory::new(config.streams.iter().map(|s| {
+            (
+                s.name.clone(),
+                s.sources.iter().map(|i| i.spec.to_string()).collect(),
+            )
+        })));
 
         let udp_bind = SocketAddr::new(config.bind, config.udp_port);
         let udp = socket::bind_udp(udp_bind).map_err(|source| StartError::Bind {
@@ -106,7 +108,7 @@ impl Server {
         let (queue_tx, queue_rx) = owner_queue();
 
         let tx_thread = TxThread {
-            egress: Egress::new(mixes, metrics.clone()),
+            egress: Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone()),
             socket: udp.try_clone()?,
             datagrams: queue_rx,
             commands: cmd_rx,
@@ -135,10 +137,12 @@ impl Server {
         };
 
         let state = AppState(Arc::new(Shared {
-            streams: infos,
+            directory,
+            auth: config.auth.clone(),
             candidates: candidates.clone(),
             ice_servers: config.ice_servers.clone(),
             max_viewers: config.max_viewers,
+            max_publishers: config.max_publishers,
             sessions: sessions.clone(),
             metrics: metrics.clone(),
             tx: tx.clone(),
@@ -159,6 +163,7 @@ impl Server {
                     tokio::net::TcpListener::from_std(http)?
                 };
                 runtime.spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                         let _ = stopped.await;
                     });
@@ -187,7 +192,10 @@ impl Server {
                 });
                 let server = axum_server::from_tcp_rustls(http, rustls)?.handle(handle);
                 runtime.spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                        .await
+                    {
                         tracing::error!("HTTPS server: {e}");
                     }
                 });
@@ -198,7 +206,9 @@ impl Server {
         } else {
             "http"
         };
-        tracing::info!("signalling on {scheme}://{http_addr}/ (WHEP: /{{stream}}/whep)");
+        tracing::info!(
+            "signalling on {scheme}://{http_addr}/ (WHIP: /{{stream}}/whip, WHEP: /{{stream}}/whep)"
+        );
         tracing::info!(
             "media on udp {udp_addr}; host candidates: {}",
             candidates
@@ -211,6 +221,7 @@ impl Server {
             let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
             tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
         }
+        log_publish_rule(&config);
 
         Ok(Server {
             http_addr,
@@ -299,6 +310,29 @@ impl Server {
             rt.shutdown_timeout(Duration::from_millis(300));
         }
         tracing::info!("stopped in {:?}", started.elapsed());
+    }
+}
+
+/// Says at start-up who may publish; warns when anyone on the network may.
+fn log_publish_rule(config: &Config) {
+    let auth = &config.auth;
+    let loopback_only = config.bind.is_loopback();
+    if auth.allow_public_publish && !loopback_only {
+        let open: Vec<&str> = if auth.publish.default.is_empty() {
+            vec!["every stream without its own publish token"]
+        } else {
+            Vec::new()
+        };
+        if !open.is_empty() {
+            tracing::warn!(
+                "--allow-public-publish: ANYONE who can reach this server may publish to {}",
+                open.join(", ")
+            );
+        }
+    } else if !auth.publish.any() {
+        tracing::info!(
+            "publishing (WHIP) is open to clients on this machine only; set --publish-token              to let others publish"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use crate::engine::offer::Role;
 use crate::engine::PeerKey;
 
 /// What signalling remembers of a session.
@@ -14,6 +15,8 @@ pub struct SessionEntry {
     pub key: PeerKey,
     /// The stream's name.
     pub stream: String,
+    /// Viewer (WHEP) or publisher (WHIP).
+    pub role: Role,
     /// The current strong ETag, quoted.
     pub etag: String,
     /// The client's current ICE ufrag, to tell trickle from ICE restart.
@@ -31,6 +34,15 @@ struct Table {
     /// Ended ids, oldest first, and each one's stream.
     ended: VecDeque<String>,
     ended_stream: HashMap<String, String>,
+    /// Live sessions per role: [viewers, publishers].
+    live: [usize; 2],
+}
+
+fn slot(role: Role) -> usize {
+    match role {
+        Role::Viewer => 0,
+        Role::Publisher => 1,
+    }
 }
 
 /// Live sessions by URL id and by key.
@@ -50,7 +62,10 @@ impl Sessions {
     pub fn insert(&self, id: String, entry: SessionEntry) {
         let mut t = self.lock();
         t.id_of.insert(entry.key, id.clone());
-        t.by_id.insert(id, entry);
+        t.live[slot(entry.role)] += 1;
+        if let Some(old) = t.by_id.insert(id, entry) {
+            t.live[slot(old.role)] -= 1; // an id is never reused; keep counts right anyway
+        }
     }
 
     /// The session with URL id `id`.
@@ -71,6 +86,7 @@ impl Sessions {
         let mut t = self.lock();
         let id = t.id_of.remove(&key)?;
         let entry = t.by_id.remove(&id)?;
+        t.live[slot(entry.role)] -= 1;
         if t.ended.len() >= RECENTLY_ENDED {
             if let Some(old) = t.ended.pop_front() {
                 t.ended_stream.remove(&old);
@@ -99,12 +115,17 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Live sessions of `stream`.
-    pub fn count_of(&self, stream: &str) -> usize {
+    /// Live sessions of `role`.
+    pub fn count_role(&self, role: Role) -> usize {
+        self.lock().live[slot(role)]
+    }
+
+    /// Live sessions of `stream` in `role`.
+    pub fn count_of(&self, stream: &str, role: Role) -> usize {
         self.lock()
             .by_id
             .values()
-            .filter(|e| e.stream == stream)
+            .filter(|e| e.stream == stream && e.role == role)
             .count()
     }
 }

@@ -7,15 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mixcast::engine::egress::{Egress, StreamMix};
+use mixcast::engine::egress::{Egress, PublisherOptions, StreamMix, STREAM_GRACE};
 use mixcast::engine::offer::{self, Role};
-use mixcast::engine::Transmitter;
+use mixcast::engine::{EndReason, Transmitter};
 use mixcast::media::analysis::{deinterleave, dominant_frequency, rms};
 use mixcast::media::mixer::Mixer;
 use mixcast::media::opus::{Decoder, Encoder};
 use mixcast::media::sources::{self, SourceSpec};
 use mixcast::media::{FRAME_DURATION, FRAME_LEN, SAMPLE_RATE};
 use mixcast::metrics::Metrics;
+use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -75,7 +76,8 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
     mixer.add(sources::open(&SourceSpec::Tone).unwrap(), 1.0);
     let stream = StreamMix::new("live".into(), mixer, Encoder::new(128_000).unwrap());
     let metrics = Arc::new(Metrics::default());
-    let mut egress = Egress::new(vec![stream], metrics.clone());
+    let directory = Arc::new(StreamDirectory::new([("live".to_string(), vec![])]));
+    let mut egress = Egress::new(vec![stream], directory, 128_000, metrics.clone());
 
     let mut client = Rtc::builder().build(now);
     client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
@@ -98,7 +100,7 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
         now: Some(now),
         ..Default::default()
     };
-    egress.add_viewer(now, 1, negotiated.rtc, 0, &mut wire);
+    egress.add_viewer(now, 1, negotiated.rtc, "live", &mut wire);
 
     let mut client_side = ClientSide {
         decoder: Decoder::new().unwrap(),
@@ -177,4 +179,371 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
     assert!((fl - 440.0).abs() < 5.0, "left {fl} Hz");
     assert!((fr - 660.0).abs() < 5.0, "right {fr} Hz");
     assert!(metrics.packets_sent() >= 500);
+}
+
+/// A str0m peer on the simulated wire: a viewer that decodes what it receives, or a
+/// publisher that sends a 1 kHz tone every 20 ms.
+struct Peer {
+    key: u64,
+    addr: SocketAddr,
+    rtc: Rtc,
+    timeout: Instant,
+    connected: bool,
+    /// Viewer: decoded audio and the virtual time each 20 ms frame arrived.
+    decoder: Decoder,
+    pcm: Vec<f32>,
+    arrivals: Vec<Instant>,
+    /// Publisher: its encoder, the m-line to write, frames sent and when the first left.
+    encoder: Option<Encoder>,
+    audio: Option<(str0m::media::Mid, str0m::media::Pt)>,
+    mid: str0m::media::Mid,
+    sent: u64,
+    first_sent: Option<Instant>,
+    sending: bool,
+}
+
+impl Peer {
+    fn drain(&mut self, wire: &mut Wire, now: Instant) {
+        let mut frame = [0.0f32; FRAME_LEN];
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                Output::Timeout(t) => {
+                    self.timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => wire.send(t.source, t.destination, &t.contents),
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::MediaData(m)) => {
+                    let n = self.decoder.decode(&m.data, &mut frame).unwrap();
+                    self.pcm.extend_from_slice(&frame[..n * 2]);
+                    self.arrivals.push(now);
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// Publisher: writes the next 20 ms of a 1 kHz tone (both channels).
+    fn send_frame(&mut self, now: Instant, wire: &mut Wire) {
+        if self.audio.is_none() && self.connected {
+            let mid = self.mid;
+            let pt = self.rtc.writer(mid).and_then(|w| {
+                w.payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                    .map(|p| p.pt())
+            });
+            self.audio = pt.map(|pt| (mid, pt));
+        }
+        let (Some(enc), Some((mid, pt)), true) = (&mut self.encoder, self.audio, self.connected)
+        else {
+            return;
+        };
+        let mut pcm = [0.0f32; FRAME_LEN];
+        for i in 0..FRAME_LEN / 2 {
+            let t = (self.sent as usize * (FRAME_LEN / 2) + i) as f32 / SAMPLE_RATE as f32;
+            let x = 0.3 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin();
+            pcm[2 * i] = x;
+            pcm[2 * i + 1] = x;
+        }
+        let mut packet = vec![0u8; 1500];
+        let n = enc.encode(&pcm, &mut packet).unwrap();
+        packet.truncate(n);
+        let time = str0m::media::MediaTime::new(
+            self.sent * (FRAME_LEN as u64 / 2),
+            str0m::media::Frequency::FORTY_EIGHT_KHZ,
+        );
+        self.rtc
+            .writer(mid)
+            .unwrap()
+            .write(pt, now, time, packet)
+            .unwrap();
+        self.sent += 1;
+        self.first_sent.get_or_insert(now);
+        self.drain(wire, now);
+    }
+}
+
+fn new_peer(
+    key: u64,
+    port: u16,
+    direction: Direction,
+    egress: &mut Egress,
+    wire: &mut Wire,
+    now: Instant,
+    stream: &str,
+) -> Peer {
+    let server_addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut rtc = Rtc::builder().build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let mid = api.add_media(MediaKind::Audio, direction, None, None, None);
+    let (offer_sdp, pending) = api.apply().unwrap();
+    let role = if direction == Direction::SendOnly {
+        Role::Publisher
+    } else {
+        Role::Viewer
+    };
+    let negotiated = offer::accept(&offer_sdp.to_sdp_string(), role, &[server_addr], now).unwrap();
+    let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    wire.now = Some(now);
+    match role {
+        Role::Publisher => {
+            assert!(
+                negotiated.answer.contains("a=recvonly"),
+                "a WHIP answer receives"
+            );
+            let options = PublisherOptions {
+                gain: 1.0,
+                ice_lite: negotiated.ice_lite,
+            };
+            egress.add_publisher(now, key, negotiated.rtc, stream, options, wire);
+        }
+        Role::Viewer => egress.add_viewer(now, key, negotiated.rtc, stream, wire),
+    }
+    let mut peer = Peer {
+        key,
+        addr,
+        rtc,
+        timeout: now,
+        connected: false,
+        decoder: Decoder::new().unwrap(),
+        pcm: Vec::new(),
+        arrivals: Vec::new(),
+        encoder: (role == Role::Publisher).then(|| Encoder::new(64_000).unwrap()),
+        audio: None,
+        mid,
+        sent: 0,
+        first_sent: None,
+        sending: true,
+    };
+    peer.drain(wire, now);
+    peer
+}
+
+/// Runs the simulation until `until`: delivers datagrams, timeouts, 20 ms ticks, and the
+/// publishers' frames every 20 ms.
+fn run_until(
+    until: Instant,
+    now: &mut Instant,
+    next_tick: &mut Instant,
+    peers: &mut [Peer],
+    egress: &mut Egress,
+    wire: &mut Wire,
+) {
+    while *now < until {
+        wire.now = Some(*now);
+        while wire.in_flight.front().is_some_and(|p| p.0 <= *now) {
+            let (_, src, dst, data) = wire.in_flight.pop_front().unwrap();
+            if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
+                let input = Input::Receive(
+                    *now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: src,
+                        destination: dst,
+                        contents: data.as_slice().try_into().unwrap(),
+                    },
+                );
+                if p.rtc.handle_input(input).is_ok() {
+                    p.drain(wire, *now);
+                }
+            } else if let Some(p) = peers.iter().find(|p| p.addr == src) {
+                egress.handle_receive(*now, p.key, src, dst, &data, wire);
+            }
+        }
+        for p in peers.iter_mut() {
+            if p.timeout <= *now && p.rtc.is_alive() {
+                p.rtc.handle_input(Input::Timeout(*now)).unwrap();
+                p.drain(wire, *now);
+            }
+        }
+        egress.handle_timeouts(*now, wire);
+        if *now >= *next_tick {
+            egress.tick(*now, wire);
+            for p in peers.iter_mut().filter(|p| p.sending) {
+                p.send_frame(*now, wire);
+            }
+            *next_tick += FRAME_DURATION;
+        }
+        let mut next = (*next_tick).min(until);
+        for p in peers.iter() {
+            next = next.min(p.timeout);
+        }
+        if let Some(t) = egress.next_timeout() {
+            next = next.min(t);
+        }
+        if let Some(p) = wire.in_flight.front() {
+            next = next.min(p.0);
+        }
+        *now = next.max(*now);
+        if next <= *now && wire.in_flight.front().is_none_or(|p| p.0 > *now) {
+            // Nothing due before the clock moves: step to the next event strictly later.
+            *now = (*now + Duration::from_micros(100)).min(until.max(*now));
+        }
+    }
+}
+
+/// Amplitude of the `hz` component (Goertzel with a Hann window).
+fn amplitude_at(samples: &[f32], hz: f32) -> f32 {
+    let n = samples.len();
+    let w = 2.0 * std::f32::consts::PI * hz / SAMPLE_RATE as f32;
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    let mut wsum = 0.0f32;
+    for (i, &x) in samples.iter().enumerate() {
+        let win = 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos();
+        wsum += win;
+        let s = x * win + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    2.0 * power.max(0.0).sqrt() / wsum
+}
+
+/// A publisher creates a stream on demand and is heard by a viewer within 100 ms of its
+/// first packet (virtual time, 5 ms each way on the wire); mixed into a configured stream
+/// it is heard on top of the test signal; when it leaves, the on-demand stream lives on
+/// for the grace period, then ends its viewer and leaves the directory.
+#[test]
+fn publishers_feed_the_mix_in_virtual_time() {
+    let wall = Instant::now();
+    let mut now = wall;
+    let mut mixer = Mixer::new();
+    mixer.add(sources::open(&SourceSpec::Tone).unwrap(), 1.0);
+    let stream = StreamMix::new("live".into(), mixer, Encoder::new(128_000).unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let directory = Arc::new(StreamDirectory::new([("live".to_string(), vec![])]));
+    let mut egress = Egress::new(vec![stream], directory.clone(), 128_000, metrics.clone());
+    let mut wire = Wire::default();
+    let mut next_tick = now + FRAME_DURATION;
+
+    // The viewer of "mic" joins first: the stream does not exist yet.
+    let mut peers = vec![new_peer(
+        1,
+        50001,
+        Direction::SendOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "mic",
+    )];
+    assert!(directory.contains("mic"), "publishing creates the stream");
+    peers.push(new_peer(
+        2,
+        50002,
+        Direction::RecvOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "mic",
+    ));
+    peers.push(new_peer(
+        3,
+        50003,
+        Direction::RecvOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "live",
+    ));
+    peers.push(new_peer(
+        4,
+        50004,
+        Direction::SendOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "live",
+    ));
+    let until = now + Duration::from_secs(4);
+    run_until(
+        until,
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    assert!(egress.take_ended().is_empty(), "nobody ended");
+    assert!(peers.iter().all(|p| p.connected), "every peer connected");
+    assert_eq!(directory.get("mic").map(|s| s.publishers), Some(1));
+
+    // How soon the viewer of "mic" heard the publisher's first packet.
+    let (publisher, viewer) = (&peers[0], &peers[1]);
+    let first_sent = publisher.first_sent.expect("the publisher sent");
+    let heard = viewer
+        .pcm
+        .chunks(FRAME_LEN)
+        .zip(&viewer.arrivals)
+        .find(|(frame, _)| rms(frame) > 0.05)
+        .map(|(_, at)| *at)
+        .expect("the viewer of mic heard something");
+    let delay = heard.saturating_duration_since(first_sent);
+    println!("first packet heard after {delay:?} (virtual time, 10 ms of it on the wire)");
+    assert!(delay <= Duration::from_millis(100), "heard after {delay:?}");
+
+    // "mic": 1 kHz in both channels. "live": the test signal plus 1 kHz.
+    let tail = |p: &Peer| p.pcm[p.pcm.len() - 2 * 48_000..].to_vec();
+    let (l, r) = deinterleave(&tail(&peers[1]));
+    assert!(amplitude_at(&l, 1000.0) > 0.15 && amplitude_at(&r, 1000.0) > 0.15);
+    let (l, r) = deinterleave(&tail(&peers[2]));
+    println!(
+        "live: left 440 Hz {:.3}, right 660 Hz {:.3}, 1 kHz {:.3}/{:.3}",
+        amplitude_at(&l, 440.0),
+        amplitude_at(&r, 660.0),
+        amplitude_at(&l, 1000.0),
+        amplitude_at(&r, 1000.0)
+    );
+    assert!(amplitude_at(&l, 440.0) > 0.1 && amplitude_at(&r, 660.0) > 0.1);
+    assert!(amplitude_at(&l, 1000.0) > 0.15 && amplitude_at(&r, 1000.0) > 0.15);
+    assert!(amplitude_at(&l, 660.0) < 0.02 && amplitude_at(&r, 440.0) < 0.02);
+
+    // The publisher of "mic" leaves: its viewer keeps receiving (silence) through the
+    // grace period, then the stream ends.
+    peers[0].sending = false;
+    egress.remove_viewer(1, &mut wire);
+    let received = peers[1].arrivals.len();
+    let grace_end = now + STREAM_GRACE - Duration::from_secs(1);
+    run_until(
+        grace_end,
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    assert!(
+        directory.contains("mic"),
+        "the stream outlives its publisher for a while"
+    );
+    let packets = peers[1].arrivals.len() - received;
+    assert!(
+        packets as u64 >= (STREAM_GRACE.as_millis() as u64 - 1000) / 20 - 5,
+        "{packets}"
+    );
+    run_until(
+        now + Duration::from_secs(3),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    assert!(!directory.contains("mic"), "then it is removed");
+    let ended = egress.take_ended();
+    assert!(ended
+        .iter()
+        .any(|e| e.key == 1 && e.reason == EndReason::Closed));
+    assert!(ended
+        .iter()
+        .any(|e| e.key == 2 && e.reason == EndReason::StreamEnded));
+    assert!(directory.contains("live"), "a configured stream stays");
+    assert_eq!(
+        egress.viewer_count(),
+        2,
+        "the live viewer and publisher remain"
+    );
+    println!("simulated {:?} in {:?}", now - wall, wall.elapsed());
 }

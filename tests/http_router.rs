@@ -14,7 +14,8 @@ use mixcast::media::tx::TxCommand;
 use mixcast::metrics::Metrics;
 use mixcast::net::DemuxCommand;
 use mixcast::sessions::Sessions;
-use mixcast::signal::{app, AppState, Shared, StreamInfo, TxHandle};
+use mixcast::signal::{app, AppState, Shared, TxHandle};
+use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, IceCreds, Rtc};
 use tower::ServiceExt;
@@ -29,10 +30,12 @@ fn harness(max_viewers: usize) -> Harness {
     let (cmd_tx, commands) = crossbeam_channel::bounded(64);
     let (demux, demux_rx) = crossbeam_channel::bounded(64);
     let state = AppState(Arc::new(Shared {
-        streams: vec![StreamInfo {
-            name: "live".into(),
-            sources: vec!["tone".into()],
-        }],
+        directory: Arc::new(StreamDirectory::new([(
+            "live".to_string(),
+            vec!["tone".to_string()],
+        )])),
+        auth: Default::default(),
+        max_publishers: 8,
         candidates: vec!["127.0.0.1:8189".parse().unwrap()],
         ice_servers: vec![
             "stun:stun.example.org:3478".parse::<IceServer>().unwrap(),

@@ -1,9 +1,12 @@
-//! The viewers of one TX thread and the streams they watch: sans-IO.
+//! The peers of one TX thread (viewers and publishers) and the streams they use: sans-IO.
 //!
-//! Owns every viewer's `Rtc` and drives it by the single-mutation rule (each mutation is
-//! followed by a drain of `poll_output` to `Timeout`). Each [`Egress::tick`] mixes and
-//! encodes every stream once and writes that one packet to each connected viewer.
-//! Never reads the clock, never blocks, never touches a socket.
+//! Owns every peer's `Rtc` and drives it by the single-mutation rule (each mutation is
+//! followed by a drain of `poll_output` to `Timeout`). A publisher's audio goes, packet by
+//! packet as str0m hands it over, into its [`PublisherFeed`], whose input sits in the
+//! stream's mixer. Each [`Egress::tick`] mixes and encodes every stream once and writes
+//! that one packet to each connected viewer. Streams that publishers created are removed
+//! after [`STREAM_GRACE`] without inputs. Never reads the clock, never blocks, never
+//! touches a socket.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -18,11 +21,25 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use super::{EndReason, PeerKey, Transmitter};
 use crate::media::mixer::Mixer;
 use crate::media::opus::{Encoder, MAX_PACKET};
+use crate::media::publisher::{publisher_channel, PublisherFeed};
 use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use crate::metrics::Metrics;
+use crate::net::stun;
+use crate::streams::StreamDirectory;
 
-/// A viewer that has not connected (ICE and DTLS) this long after its answer is dropped.
+/// A peer that has not connected (ICE and DTLS) this long after its answer is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A connected publisher that sends no media (audio or video) for this long is ended.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An on-demand stream (created by a publisher) with no input for this long is removed,
+/// and its viewers' sessions end. Long enough for a publisher to reconnect.
+pub const STREAM_GRACE: Duration = Duration::from_secs(30);
+
+/// An ICE-lite publisher whose own STUN checks stopped this long ago, while its media keeps
+/// arriving, gets its last check replayed to str0m (see [`Egress::handle_receive`]).
+const CONSENT_BY_MEDIA_AFTER: Duration = Duration::from_secs(4);
 
 /// A stream as the TX thread sees it: its mix, its encoder, its media clock.
 pub struct StreamMix {
@@ -37,6 +54,11 @@ pub struct StreamMix {
     /// This tick's encoded frame, shared by reference with every viewer's `Rtc` (str0m
     /// takes `Arc<[u8]>`): one allocation per stream per tick, not one per viewer.
     frame: Option<Arc<[u8]>>,
+    /// From the configuration: never removed.
+    configured: bool,
+    publishers: usize,
+    /// Since when the stream has had no input (on-demand streams only).
+    empty_since: Option<Instant>,
 }
 
 impl StreamMix {
@@ -50,16 +72,61 @@ impl StreamMix {
             pcm: Box::new([0.0; FRAME_LEN]),
             packet: vec![0; MAX_PACKET],
             frame: None,
+            configured: true,
+            publishers: 0,
+            empty_since: None,
         }
     }
+
+    /// An on-demand stream (removed after [`STREAM_GRACE`] without inputs).
+    pub fn on_demand(mut self) -> StreamMix {
+        self.configured = false;
+        self
+    }
+}
+
+/// How a publisher's session is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct PublisherOptions {
+    /// The gain of its input in the mix.
+    pub gain: f32,
+    /// Its `Rtc` is ICE-lite (FFmpeg): keep it alive by its media (see
+    /// [`Egress::handle_receive`]).
+    pub ice_lite: bool,
+}
+
+/// What a publisher needs beyond a viewer.
+struct Publisher {
+    feed: PublisherFeed,
+    /// The audio m-line, once str0m reports it.
+    audio: Option<Mid>,
+    /// Our ICE password, to give FFmpeg's checks the PRIORITY str0m requires.
+    local_pwd: String,
+    ice_lite: bool,
+    /// When the peer last sent a STUN Binding request, and that request (already mended),
+    /// from where, to where.
+    last_check: Option<(Instant, Vec<u8>, SocketAddr, SocketAddr)>,
+    /// When media (audio or video) last arrived, and when the session connected.
+    last_media: Option<Instant>,
+    connected_at: Option<Instant>,
+    /// Media arrived since the last replay decision.
+    media_seen: bool,
+    video_frames: u64,
+}
+
+enum Role {
+    Viewer {
+        /// The audio m-line and our Opus PT, known once str0m reports the media.
+        audio: Option<(Mid, Pt)>,
+    },
+    Publisher(Box<Publisher>),
 }
 
 struct Viewer {
     key: PeerKey,
     rtc: Rtc,
     stream: usize,
-    /// The audio m-line and our Opus PT, known once str0m reports the media.
-    audio: Option<(Mid, Pt)>,
+    role: Role,
     connected: bool,
     /// When the viewer was added, to give up on one that never connects.
     added: Instant,
@@ -67,7 +134,7 @@ struct Viewer {
     next_timeout: Option<Instant>,
 }
 
-/// A viewer that has ended, reported by [`Egress::take_ended`].
+/// A peer (viewer or publisher) that has ended, reported by [`Egress::take_ended`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
     /// The session.
@@ -76,66 +143,218 @@ pub struct Ended {
     pub reason: EndReason,
 }
 
-/// The egress engine of one TX thread.
+/// The engine of one TX thread: its streams and their peers.
 pub struct Egress {
-    streams: Vec<StreamMix>,
+    /// Stream slots; a viewer's or publisher's `stream` indexes this. Freed slots are
+    /// `None` and reused.
+    streams: Vec<Option<StreamMix>>,
+    by_name: HashMap<String, usize>,
     viewers: Vec<Viewer>,
     index: HashMap<PeerKey, usize>,
     /// Earliest str0m timeouts, lazily pruned: an entry is live while it equals the
-    /// viewer's `next_timeout`.
+    /// peer's `next_timeout`.
     timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     ended: Vec<Ended>,
+    directory: Arc<StreamDirectory>,
+    /// Opus bitrate for streams created on demand.
+    bitrate: u32,
+    /// Room to mend a STUN request (FFmpeg's, see [`stun::add_missing_priority`]).
+    stun_scratch: Vec<u8>,
     metrics: Arc<Metrics>,
 }
 
 impl Egress {
-    /// An engine for `streams` (indexes into this list name a viewer's stream).
-    pub fn new(streams: Vec<StreamMix>, metrics: Arc<Metrics>) -> Egress {
+    /// An engine for the configured `streams`; streams publishers create get an encoder
+    /// at `bitrate`. `directory` is kept in step with the streams that exist.
+    pub fn new(
+        streams: Vec<StreamMix>,
+        directory: Arc<StreamDirectory>,
+        bitrate: u32,
+        metrics: Arc<Metrics>,
+    ) -> Egress {
+        let by_name = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         Egress {
-            streams,
+            streams: streams.into_iter().map(Some).collect(),
+            by_name,
             viewers: Vec::new(),
             index: HashMap::new(),
             timers: BinaryHeap::new(),
             ended: Vec::new(),
+            directory,
+            bitrate,
+            stun_scratch: vec![0; crate::net::MAX_DATAGRAM + stun::PRIORITY_GROWTH],
             metrics,
         }
     }
 
     /// The index of the stream called `name`.
     pub fn stream_index(&self, name: &str) -> Option<usize> {
-        self.streams.iter().position(|s| s.name == name)
+        self.by_name.get(name).copied()
     }
 
-    /// Viewers currently owned.
+    /// The names of the streams that exist.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Viewers and publishers currently owned.
     pub fn viewer_count(&self) -> usize {
         self.viewers.len()
     }
 
-    /// Takes ownership of a viewer's `Rtc` (fresh from `accept_offer`) and drains it.
+    /// Publishers currently owned.
+    pub fn publisher_count(&self) -> usize {
+        self.viewers
+            .iter()
+            .filter(|v| matches!(v.role, Role::Publisher(_)))
+            .count()
+    }
+
+    fn stream(&self, idx: usize) -> &StreamMix {
+        // Invariant: a peer's stream slot is occupied while the peer exists (a stream is
+        // removed only after its peers have been ended).
+        self.streams[idx].as_ref().expect("live stream slot")
+    }
+
+    fn stream_mut(&mut self, idx: usize) -> &mut StreamMix {
+        self.streams[idx].as_mut().expect("live stream slot")
+    }
+
+    /// Takes ownership of a viewer's `Rtc` (fresh from `accept_offer`) and drains it. A
+    /// viewer of a stream that no longer exists ends at once.
     pub fn add_viewer(
         &mut self,
         now: Instant,
         key: PeerKey,
         rtc: Rtc,
-        stream: usize,
+        stream: &str,
         tx: &mut impl Transmitter,
     ) {
+        let Some(stream) = self.stream_index(stream) else {
+            tracing::debug!(key, stream, "viewer of a stream that just ended");
+            self.ended.push(Ended {
+                key,
+                reason: EndReason::StreamEnded,
+            });
+            return;
+        };
         let idx = self.viewers.len();
         self.viewers.push(Viewer {
             key,
             rtc,
             stream,
-            audio: None,
+            role: Role::Viewer { audio: None },
             connected: false,
             added: now,
             next_timeout: None,
         });
         self.index.insert(key, idx);
-        self.metrics.viewer_added(&self.streams[stream].name);
+        self.metrics.viewer_added(&self.stream(stream).name);
         self.drain(idx, now, tx);
     }
 
-    /// Ends a viewer by request (DELETE or shutdown).
+    /// Takes ownership of a publisher's `Rtc`: its audio becomes an input of `stream`'s
+    /// mix, creating the stream if it does not exist.
+    pub fn add_publisher(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        mut rtc: Rtc,
+        stream: &str,
+        options: PublisherOptions,
+        tx: &mut impl Transmitter,
+    ) {
+        let (feed, input) = match publisher_channel() {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(key, "publisher input: {e}");
+                self.ended.push(Ended {
+                    key,
+                    reason: EndReason::Failed,
+                });
+                return;
+            }
+        };
+        let Some(sidx) = self.ensure_stream(stream) else {
+            self.ended.push(Ended {
+                key,
+                reason: EndReason::Failed,
+            });
+            return;
+        };
+        let local_pwd = rtc.direct_api().local_ice_credentials().pass;
+        let s = self.stream_mut(sidx);
+        s.mixer.add(
+            Box::new(input.named(format!("publisher {key}"))),
+            options.gain,
+        );
+        s.publishers += 1;
+        s.empty_since = None;
+        let (name, publishers) = (s.name.clone(), s.publishers);
+        self.directory.set_publishers(&name, publishers);
+        self.metrics.publisher_added(&name);
+        tracing::info!(key, stream = %name, "publisher joined");
+
+        let idx = self.viewers.len();
+        self.viewers.push(Viewer {
+            key,
+            rtc,
+            stream: sidx,
+            role: Role::Publisher(Box::new(Publisher {
+                feed,
+                audio: None,
+                local_pwd,
+                ice_lite: options.ice_lite,
+                last_check: None,
+                last_media: None,
+                connected_at: None,
+                media_seen: false,
+                video_frames: 0,
+            })),
+            connected: false,
+            added: now,
+            next_timeout: None,
+        });
+        self.index.insert(key, idx);
+        self.drain(idx, now, tx);
+    }
+
+    /// The slot of stream `name`, created (on demand, empty) if it does not exist.
+    fn ensure_stream(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.stream_index(name) {
+            return Some(i);
+        }
+        let encoder = match Encoder::new(self.bitrate) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(stream = name, "encoder: {e}");
+                return None;
+            }
+        };
+        let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
+        let slot = match self.streams.iter().position(Option::is_none) {
+            Some(free) => {
+                self.streams[free] = Some(mix);
+                free
+            }
+            None => {
+                self.streams.push(Some(mix));
+                self.streams.len() - 1
+            }
+        };
+        self.by_name.insert(name.to_string(), slot);
+        self.directory.ensure(name);
+        tracing::info!(stream = name, "stream created by a publisher");
+        Some(slot)
+    }
+
+    /// Ends a viewer or publisher by request (DELETE or shutdown).
     pub fn remove_viewer(&mut self, key: PeerKey, tx: &mut impl Transmitter) {
         if let Some(&idx) = self.index.get(&key) {
             let v = &mut self.viewers[idx];
@@ -152,7 +371,7 @@ impl Egress {
         }
     }
 
-    /// Adds a trickled remote candidate (WHEP PATCH).
+    /// Adds a trickled remote candidate (WHIP/WHEP PATCH).
     pub fn add_remote_candidate(
         &mut self,
         key: PeerKey,
@@ -166,7 +385,7 @@ impl Egress {
         }
     }
 
-    /// ICE restart (WHEP PATCH with new credentials): new local credentials, the client's
+    /// ICE restart (PATCH with new credentials): new local credentials, the client's
     /// new ones; the selected pair keeps carrying media while checks run again. Returns our
     /// new credentials, or None if `key` is unknown.
     pub fn restart_ice(
@@ -179,14 +398,30 @@ impl Egress {
         let &idx = self.index.get(&key)?;
         let local = IceCreds::new();
         {
-            let mut api = self.viewers[idx].rtc.direct_api();
+            let v = &mut self.viewers[idx];
+            let mut api = v.rtc.direct_api();
             api.set_local_ice_credentials(local.clone());
             api.set_remote_ice_credentials(remote);
+            if let Role::Publisher(p) = &mut v.role {
+                p.local_pwd = local.pass.clone();
+                p.last_check = None;
+            }
         }
         self.drain(idx, now, tx).then_some(local)
     }
 
     /// Feeds a datagram that the UDP loop routed to `key`.
+    ///
+    /// Two mends for FFmpeg 8's WHIP muxer, the only way to make it work with str0m 0.25
+    /// short of patching str0m (chosen because they are small, local and tested, and need no
+    /// fork to maintain):
+    /// - its Binding requests lack PRIORITY, which str0m refuses: [`stun::add_missing_priority`]
+    ///   adds one (only to a request that authenticates with our password);
+    /// - it stops sending STUN once DTLS is up, so an ICE-lite str0m agent would drop the
+    ///   pair after 15 s. For an ICE-lite publisher whose checks stopped while its SRTP
+    ///   media (authenticated by its DTLS keys) keeps arriving, its last check is replayed
+    ///   to str0m every few seconds: the peer's media stands in for its consent (RFC 7675
+    ///   protects whom we *send* to; a publisher receives only our RTCP).
     pub fn handle_receive(
         &mut self,
         now: Instant,
@@ -200,8 +435,38 @@ impl Egress {
             return;
         };
         tracing::trace!(key, %source, %destination, len = data.len(), "datagram in");
+        // The scratch buffer is moved out while `data` may point into it.
+        let mut scratch = std::mem::take(&mut self.stun_scratch);
+        let mut data = data;
+        if stun::is_binding_request(data) {
+            if let Role::Publisher(p) = &mut self.viewers[idx].role {
+                if let Some(n) = stun::add_missing_priority(data, &p.local_pwd, &mut scratch) {
+                    data = &scratch[..n];
+                }
+                p.last_check = Some((now, data.to_vec(), source, destination));
+            }
+        }
+        let alive = self.feed(idx, now, source, destination, data, tx);
+        self.stun_scratch = scratch;
+        if !alive {
+            return;
+        }
+        self.replay_check_if_due(idx, now, tx);
+    }
+
+    /// Gives str0m one datagram and drains. False if the peer ended.
+    fn feed(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        tx: &mut impl Transmitter,
+    ) -> bool {
+        let key = self.viewers[idx].key;
         let Ok(contents) = data.try_into() else {
-            return; // not a datagram str0m knows (neither STUN, DTLS nor RTP)
+            return true; // not a datagram str0m knows (neither STUN, DTLS nor RTP)
         };
         let input = Input::Receive(
             now,
@@ -215,12 +480,38 @@ impl Egress {
         if let Err(e) = self.viewers[idx].rtc.handle_input(input) {
             tracing::debug!(key, "input refused: {e}");
             self.end(key, EndReason::Failed);
-            return;
+            return false;
         }
-        self.drain(idx, now, tx);
+        self.drain(idx, now, tx)
     }
 
-    /// The earliest instant at which some viewer wants [`Egress::handle_timeouts`].
+    /// See [`Egress::handle_receive`]: consent by media for ICE-lite publishers.
+    fn replay_check_if_due(&mut self, idx: usize, now: Instant, tx: &mut impl Transmitter) {
+        let replay = match &mut self.viewers[idx].role {
+            Role::Publisher(p) if p.ice_lite && p.media_seen => {
+                p.media_seen = false;
+                match &mut p.last_check {
+                    Some((at, packet, src, dst))
+                        if now.saturating_duration_since(*at) >= CONSENT_BY_MEDIA_AFTER =>
+                    {
+                        *at = now;
+                        Some((packet.clone(), *src, *dst))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some((packet, source, destination)) = replay {
+            tracing::trace!(
+                key = self.viewers[idx].key,
+                "consent by media: check replayed"
+            );
+            self.feed(idx, now, source, destination, &packet, tx);
+        }
+    }
+
+    /// The earliest instant at which some peer wants [`Egress::handle_timeouts`].
     pub fn next_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, key))) = self.timers.peek().copied() {
             match self.index.get(&key) {
@@ -233,7 +524,7 @@ impl Egress {
         None
     }
 
-    /// Gives every viewer whose timeout has come its `Input::Timeout`.
+    /// Gives every peer whose timeout has come its `Input::Timeout`.
     pub fn handle_timeouts(&mut self, now: Instant, tx: &mut impl Transmitter) {
         while let Some(at) = self.next_timeout() {
             if at > now {
@@ -256,10 +547,11 @@ impl Egress {
     }
 
     /// One 20 ms tick: mix and encode each stream once, then write that packet to every
-    /// connected viewer of the stream.
+    /// connected viewer of the stream; end peers that never connected and publishers that
+    /// stopped sending; remove on-demand streams left without inputs.
     pub fn tick(&mut self, now: Instant, tx: &mut impl Transmitter) {
-        for s in &mut self.streams {
-            s.mixer.mix(&mut s.pcm);
+        for s in self.streams.iter_mut().flatten() {
+            s.mixer.mix_at(&mut s.pcm, now);
             s.frame = match s.encoder.encode(&s.pcm, &mut s.packet) {
                 Ok(n) => Some(Arc::from(&s.packet[..n])),
                 Err(e) => {
@@ -273,40 +565,90 @@ impl Egress {
             let v = &mut self.viewers[idx];
             if !v.connected && now.saturating_duration_since(v.added) > CONNECT_TIMEOUT {
                 let key = v.key;
-                tracing::debug!(key, "viewer did not connect in {CONNECT_TIMEOUT:?}");
+                tracing::debug!(key, "peer did not connect in {CONNECT_TIMEOUT:?}");
                 self.end(key, EndReason::IceFailed);
                 continue;
             }
-            let s = &self.streams[v.stream];
-            if let (true, Some((mid, pt)), Some(frame)) = (v.connected, v.audio, &s.frame) {
-                let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
-                let written = match v.rtc.writer(mid) {
-                    Some(w) => w.write(pt, now, rtp_time, frame.clone()),
-                    None => Ok(()),
-                };
-                if let Err(e) = written {
-                    let key = v.key;
-                    tracing::debug!(key, "write failed: {e}");
-                    self.end(key, EndReason::Failed);
-                    continue; // `end` swapped another viewer into `idx`
+            let s = self.streams[v.stream].as_ref().expect("live stream slot");
+            match &v.role {
+                Role::Viewer { audio } => {
+                    if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
+                        let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
+                        let written = match v.rtc.writer(mid) {
+                            Some(w) => w.write(pt, now, rtp_time, frame.clone()),
+                            None => Ok(()),
+                        };
+                        if let Err(e) = written {
+                            let key = v.key;
+                            tracing::debug!(key, "write failed: {e}");
+                            self.end(key, EndReason::Failed);
+                            continue; // `end` swapped another peer into `idx`
+                        }
+                        if !self.drain(idx, now, tx) {
+                            continue;
+                        }
+                    }
                 }
-                if !self.drain(idx, now, tx) {
-                    continue;
+                Role::Publisher(p) => {
+                    if let Some(since) = p.last_media.or(p.connected_at) {
+                        if now.saturating_duration_since(since) > MEDIA_TIMEOUT {
+                            let key = v.key;
+                            tracing::info!(key, "publisher sent no media for {MEDIA_TIMEOUT:?}");
+                            self.end(key, EndReason::Idle);
+                            continue;
+                        }
+                    }
                 }
             }
             idx += 1;
         }
-        for s in &mut self.streams {
+        for s in self.streams.iter_mut().flatten() {
             s.media_time += FRAME_SAMPLES as u64;
+        }
+        self.expire_streams(now);
+    }
+
+    /// Removes on-demand streams that have had no input for [`STREAM_GRACE`], ending their
+    /// viewers.
+    fn expire_streams(&mut self, now: Instant) {
+        for slot in 0..self.streams.len() {
+            let expired = match &mut self.streams[slot] {
+                Some(s) if !s.configured && s.publishers == 0 && s.mixer.is_empty() => {
+                    let since = *s.empty_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= STREAM_GRACE
+                }
+                Some(s) => {
+                    s.empty_since = None;
+                    false
+                }
+                None => false,
+            };
+            if !expired {
+                continue;
+            }
+            let doomed: Vec<PeerKey> = self
+                .viewers
+                .iter()
+                .filter(|v| v.stream == slot)
+                .map(|v| v.key)
+                .collect();
+            for key in doomed {
+                self.end(key, EndReason::StreamEnded);
+            }
+            if let Some(s) = self.streams[slot].take() {
+                self.by_name.remove(&s.name);
+                self.directory.remove(&s.name);
+                tracing::info!(stream = %s.name, "stream removed: no input for {STREAM_GRACE:?}");
+            }
         }
     }
 
-    /// Viewers that ended since the last call.
+    /// Peers that ended since the last call.
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)
     }
 
-    /// Ends every viewer (shutdown).
+    /// Ends every peer (shutdown).
     pub fn close_all(&mut self, tx: &mut impl Transmitter) {
         while let Some(v) = self.viewers.last() {
             let key = v.key;
@@ -314,8 +656,8 @@ impl Egress {
         }
     }
 
-    /// Drains viewer `idx` to `Timeout`. Returns false if the viewer ended (and was
-    /// removed, so `idx` now holds another viewer or is past the end).
+    /// Drains peer `idx` to `Timeout`. Returns false if the peer ended (and was removed,
+    /// so `idx` now holds another peer or is past the end).
     fn drain(&mut self, idx: usize, now: Instant, tx: &mut impl Transmitter) -> bool {
         let v = &mut self.viewers[idx];
         let key = v.key;
@@ -338,15 +680,43 @@ impl Egress {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         v.connected = true;
-                        tracing::debug!(key, "viewer connected");
+                        if let Role::Publisher(p) = &mut v.role {
+                            p.connected_at = Some(now);
+                        }
+                        tracing::debug!(key, "peer connected");
                     }
-                    Event::MediaAdded(m) if m.kind == MediaKind::Audio => {
-                        let pt = v.rtc.writer(m.mid).and_then(|w| {
-                            w.payload_params()
-                                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                                .map(|p| p.pt())
-                        });
-                        v.audio = pt.map(|pt| (m.mid, pt));
+                    Event::MediaAdded(m) => match &mut v.role {
+                        Role::Viewer { audio } if m.kind == MediaKind::Audio => {
+                            let pt = v.rtc.writer(m.mid).and_then(|w| {
+                                w.payload_params()
+                                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                                    .map(|p| p.pt())
+                            });
+                            *audio = pt.map(|pt| (m.mid, pt));
+                        }
+                        Role::Publisher(p) if m.kind == MediaKind::Audio => {
+                            p.audio = Some(m.mid);
+                        }
+                        _ => {}
+                    },
+                    Event::MediaData(d) => {
+                        if let Role::Publisher(p) = &mut v.role {
+                            p.last_media = Some(now);
+                            p.media_seen = true;
+                            self.metrics
+                                .media_received
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if Some(d.mid) == p.audio {
+                                // Opus: one packet per MediaData (str0m's audio reordering
+                                // is off; the jitter buffer orders and conceals).
+                                let seq = d.seq_range.start().as_u16();
+                                let ts = d.time.numer() as u32;
+                                p.feed.push(seq, ts, &d.data, now);
+                            } else {
+                                // Video: received, not yet forwarded (the next step).
+                                p.video_frames += 1;
+                            }
+                        }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         end = Some(EndReason::IceFailed);
@@ -381,9 +751,24 @@ impl Egress {
         if let Some(moved) = self.viewers.get(idx) {
             self.index.insert(moved.key, idx);
         }
-        self.metrics
-            .viewer_removed(&self.streams[v.stream].name, reason);
-        tracing::debug!(key, reason = reason.as_str(), "viewer ended");
+        // Dropping a publisher drops its feed: its input fades out and leaves the mix.
+        let s = self.streams[v.stream].as_mut().expect("live stream slot");
+        match &v.role {
+            Role::Viewer { .. } => self.metrics.viewer_removed(&s.name, reason),
+            Role::Publisher(p) => {
+                s.publishers = s.publishers.saturating_sub(1);
+                self.directory.set_publishers(&s.name, s.publishers);
+                self.metrics.publisher_removed(&s.name, reason);
+                tracing::info!(
+                    key,
+                    stream = %s.name,
+                    reason = reason.as_str(),
+                    video_frames = p.video_frames,
+                    "publisher left"
+                );
+            }
+        }
+        tracing::debug!(key, reason = reason.as_str(), "peer ended");
         self.ended.push(Ended { key, reason });
     }
 }

@@ -1,7 +1,7 @@
 //! Peer ownership and the sans-IO drive loop.
 //!
 //! [`offer`] turns an SDP offer into a ready `Rtc` and its answer (what signalling calls);
-//! [`egress`] owns the viewers of one TX thread and drives their `Rtc`s. Nothing here reads
+//! [`egress`] owns the viewers and publishers of one TX thread and drives their `Rtc`s. Nothing here reads
 //! the clock or touches a socket: time comes in as `now`, datagrams come in as bytes and go
 //! out through a [`Transmitter`], so tests run minutes of media in milliseconds.
 
@@ -31,6 +31,10 @@ pub enum EndReason {
     IceFailed,
     /// DTLS or SRTP failed, or str0m reported a fatal error.
     Failed,
+    /// A publisher sent no media for [`egress::MEDIA_TIMEOUT`].
+    Idle,
+    /// The viewer's stream was removed (an on-demand stream whose publishers all left).
+    StreamEnded,
 }
 
 impl EndReason {
@@ -41,6 +45,8 @@ impl EndReason {
             EndReason::PeerClosed => "peer_closed",
             EndReason::IceFailed => "ice_failed",
             EndReason::Failed => "failed",
+            EndReason::Idle => "idle",
+            EndReason::StreamEnded => "stream_ended",
         }
     }
 }

@@ -25,6 +25,18 @@ pub enum OfferError {
 pub enum Role {
     /// A WHEP viewer: we send the stream's mix.
     Viewer,
+    /// A WHIP publisher: we receive its audio (and its video, if any).
+    Publisher,
+}
+
+impl Role {
+    /// `whep` or `whip`: the path segment of its endpoint.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Role::Viewer => "whep",
+            Role::Publisher => "whip",
+        }
+    }
 }
 
 /// A negotiated session, ready to hand to its owning thread.
@@ -35,6 +47,23 @@ pub struct Negotiated {
     pub answer: String,
     /// Our ICE username fragment, which the UDP loop uses to route the first STUN request.
     pub local_ufrag: String,
+    /// The `Rtc` is an ICE-lite agent (see [`needs_ice_lite`]).
+    pub ice_lite: bool,
+}
+
+/// Whether the offer comes from FFmpeg's WHIP muxer, which needs us to be ICE-lite.
+///
+/// FFmpeg 8 (libavformat/whip.c) answers our connectivity checks without
+/// XOR-MAPPED-ADDRESS, which str0m (rightly) refuses, so a full-ICE str0m agent never sees
+/// a check of its own succeed and never connects. As an ICE-lite agent we send no checks:
+/// FFmpeg's requests (mended by the UDP loop, see `Egress::handle_receive`) are enough. The
+/// offer names itself: `s=FFmpegPublishSession` (and `o=FFmpeg ...`). Every other client
+/// gets the full ICE agent RFC 9725 recommends.
+pub fn needs_ice_lite(offer: &str) -> bool {
+    offer.lines().take(8).any(|l| {
+        let l = l.trim_end();
+        l == "s=FFmpegPublishSession" || l.starts_with("o=FFmpeg ")
+    })
 }
 
 /// Our Opus payload type in answers when the offer does not dictate one.
@@ -42,7 +71,7 @@ const PT_OPUS: u8 = 111;
 
 /// Checks the offer's shape against RFC 9725 / WHEP: at most one audio and one video
 /// m-section, and an audio section that offers Opus.
-fn check_shape(sdp: &str) -> Result<(), OfferError> {
+fn check_shape(sdp: &str, role: Role) -> Result<(), OfferError> {
     let mut audio = 0;
     let mut video = 0;
     let mut opus = false;
@@ -66,13 +95,17 @@ fn check_shape(sdp: &str) -> Result<(), OfferError> {
             }
         }
     }
-    if audio == 0 {
-        return Err(OfferError::Unusable("no audio m-section".into()));
-    }
     if audio > 1 || video > 1 {
         return Err(OfferError::Unusable(format!(
             "{audio} audio and {video} video m-sections; at most one of each"
         )));
+    }
+    if audio == 0 {
+        // A publisher may send video alone; a viewer comes for the audio mix.
+        if role == Role::Publisher && video == 1 {
+            return Ok(());
+        }
+        return Err(OfferError::Unusable("no audio m-section".into()));
     }
     if !opus {
         return Err(OfferError::Unusable(
@@ -94,9 +127,22 @@ pub fn accept(
     }
     let parsed =
         SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
-    check_shape(offer)?;
+    check_shape(offer, role)?;
+    let ice_lite = role == Role::Publisher && needs_ice_lite(offer);
 
-    let mut builder = Rtc::builder().clear_codecs();
+    let mut builder = Rtc::builder().clear_codecs().set_ice_lite(ice_lite);
+    if role == Role::Publisher {
+        // Publishers' video is received (and, next, forwarded untouched): the codecs OBS,
+        // FFmpeg and browsers send. Audio is released packet by packet as it arrives; the
+        // publisher's jitter buffer does the reordering and concealment.
+        builder = builder
+            .enable_h264(true)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .enable_h265(true)
+            .set_reordering_size_audio(0);
+    }
     builder.codec_config().add_config(
         PT_OPUS.into(),
         None,
@@ -111,7 +157,6 @@ pub fn accept(
             ..Default::default()
         },
     );
-    let _ = role;
     let mut rtc = builder.build(now);
     for addr in candidates {
         let c = Candidate::host(*addr, "udp")
@@ -123,17 +168,54 @@ pub fn accept(
         .accept_offer(parsed)
         .map_err(|e| OfferError::Unusable(e.to_string()))?;
     let answer = ensure_stereo(&answer.to_sdp_string());
-    if !answer.lines().any(|l| {
-        l.starts_with("m=audio ") && !l.starts_with("m=audio 0 ") && l.split(' ').count() > 3
-    }) {
-        return Err(OfferError::Unusable("no common audio codec".into()));
-    }
+    check_answer(&answer, role)?;
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
     Ok(Negotiated {
         rtc,
         answer,
         local_ufrag,
+        ice_lite,
     })
+}
+
+/// Checks that the answer serves the role: a usable audio section (publishers may have
+/// video alone) in the right direction: WHEP answers send, WHIP answers receive. An offer
+/// in the wrong direction (a WHIP offer that only wants to receive) ends up `inactive`.
+fn check_answer(answer: &str, role: Role) -> Result<(), OfferError> {
+    let mut sections: Vec<(&str, bool, &str)> = Vec::new(); // (kind, port != 0, direction)
+    for line in answer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut it = m.split(' ');
+            let kind = it.next().unwrap_or("");
+            let open = it.next().is_some_and(|p| p != "0") && m.split(' ').count() > 3;
+            sections.push((kind, open, "sendrecv"));
+        } else if let Some(last) = sections.last_mut() {
+            if let Some(dir) = ["sendonly", "recvonly", "inactive", "sendrecv"]
+                .into_iter()
+                .find(|d| line.trim_end() == format!("a={d}"))
+            {
+                last.2 = dir;
+            }
+        }
+    }
+    let want = match role {
+        Role::Viewer => "sendonly",
+        Role::Publisher => "recvonly",
+    };
+    let usable = |kind: &str| {
+        sections
+            .iter()
+            .any(|&(k, open, dir)| k == kind && open && (dir == want || dir == "sendrecv"))
+    };
+    match role {
+        Role::Viewer if !usable("audio") => Err(OfferError::Unusable(
+            "no common audio codec, or the offer does not receive audio".into(),
+        )),
+        Role::Publisher if !usable("audio") && !usable("video") => Err(OfferError::Unusable(
+            "no common codec, or the offer does not send media".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Makes sure every Opus fmtp line of the answer says `stereo=1; sprop-stereo=1`, which
@@ -188,13 +270,34 @@ mod tests {
     #[test]
     fn shape_rules() {
         let two = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert!(matches!(check_shape(two), Err(OfferError::Unusable(_))));
+        assert!(matches!(
+            check_shape(two, Role::Viewer),
+            Err(OfferError::Unusable(_))
+        ));
         let none = "v=0\r\nm=video 9 X 96\r\n";
-        assert!(matches!(check_shape(none), Err(OfferError::Unusable(_))));
+        assert!(matches!(
+            check_shape(none, Role::Viewer),
+            Err(OfferError::Unusable(_))
+        ));
+        assert!(
+            check_shape(none, Role::Publisher).is_ok(),
+            "video alone may be published"
+        );
         let pcmu = "v=0\r\nm=audio 9 X 0\r\na=rtpmap:0 PCMU/8000\r\n";
-        assert!(matches!(check_shape(pcmu), Err(OfferError::Unusable(_))));
+        assert!(matches!(
+            check_shape(pcmu, Role::Publisher),
+            Err(OfferError::Unusable(_))
+        ));
         let obs = "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 OPUS/48000/2\r\n";
-        assert!(check_shape(obs).is_ok());
+        assert!(check_shape(obs, Role::Publisher).is_ok());
+    }
+
+    #[test]
+    fn only_ffmpeg_gets_ice_lite() {
+        let ffmpeg = "v=0\r\no=FFmpeg 4489045141692799359 2 IN IP4 127.0.0.1\r\ns=FFmpegPublishSession\r\nt=0 0\r\n";
+        assert!(needs_ice_lite(ffmpeg));
+        let chrome = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+        assert!(!needs_ice_lite(chrome));
     }
 
     #[test]

@@ -137,9 +137,18 @@ impl Mixer {
     /// Mixes the next frame into `out`: pulls one frame from every input (even muted ones,
     /// so they stay in time), sums them with their gains, then limits.
     pub fn mix(&mut self, out: &mut Frame) {
+        self.mix_at(out, std::time::Instant::now());
+    }
+
+    /// [`mix`](Self::mix) at tick time `now` (passed to each source's
+    /// [`Source::fill_at`]). Inputs that report [`Source::is_finished`] afterwards are
+    /// dropped from the mix; their last frame (a fade-out) has been mixed.
+    pub fn mix_at(&mut self, out: &mut Frame, now: std::time::Instant) {
         out.fill(0.0);
+        let mut finished = false;
         for input in &mut self.inputs {
-            input.source.fill(&mut self.scratch);
+            input.source.fill_at(&mut self.scratch, now);
+            finished |= input.source.is_finished();
             if input.gain == 0.0 {
                 continue;
             }
@@ -150,6 +159,9 @@ impl Mixer {
                     *o += g * x;
                 }
             }
+        }
+        if finished {
+            self.inputs.retain(|i| !i.source.is_finished());
         }
         self.limiter.process(out);
     }

@@ -442,6 +442,14 @@ impl Source for PublisherInput {
     fn underruns(&self) -> u64 {
         self.jitter.stats().underruns
     }
+
+    fn fill_at(&mut self, out: &mut Frame, now: Instant) {
+        PublisherInput::fill_at(self, out, now);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
 }
 
 /// The decoder and the decoded audio waiting to be played (more than a frame only when a

@@ -1,4 +1,4 @@
-//! The spin-timed TX thread: owns an [`Egress`] (its viewers and the streams' mixers) and
+//! The spin-timed TX thread: owns an [`Egress`] (its peers and the streams' mixers) and
 //! runs its 20 ms tick. Deadlines advance by exactly one frame from a fixed origin, so
 //! lateness never accumulates; the thread parks until shortly before each deadline (woken
 //! early by new datagrams or commands) and spins the rest of the way.
@@ -13,7 +13,7 @@ use ringbuf::traits::Consumer;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::FRAME_DURATION;
-use crate::engine::egress::Egress;
+use crate::engine::egress::{Egress, PublisherOptions};
 use crate::engine::{PeerKey, Transmitter};
 use crate::metrics::Metrics;
 use crate::net::{DemuxCommand, OwnerQueueRx};
@@ -30,10 +30,22 @@ pub enum TxCommand {
         key: PeerKey,
         /// Its `Rtc`, fresh from `accept_offer`.
         rtc: Box<Rtc>,
-        /// The stream's index in the TX thread's list.
-        stream: usize,
+        /// The stream it watches.
+        stream: String,
     },
-    /// End a viewer (DELETE).
+    /// Take over a negotiated publisher; its audio joins the stream's mix (the stream is
+    /// created if needed).
+    AddPublisher {
+        /// Its key.
+        key: PeerKey,
+        /// Its `Rtc`, fresh from `accept_offer`.
+        rtc: Box<Rtc>,
+        /// The stream it feeds.
+        stream: String,
+        /// Gain and ICE mode.
+        options: PublisherOptions,
+    },
+    /// End a viewer or publisher (DELETE).
     RemoveViewer {
         /// Its key.
         key: PeerKey,
@@ -110,8 +122,16 @@ impl TxThread {
             loop {
                 match self.commands.try_recv() {
                     Ok(TxCommand::AddViewer { key, rtc, stream }) => {
-                        self.egress.add_viewer(now, key, *rtc, stream, &mut tx)
+                        self.egress.add_viewer(now, key, *rtc, &stream, &mut tx)
                     }
+                    Ok(TxCommand::AddPublisher {
+                        key,
+                        rtc,
+                        stream,
+                        options,
+                    }) => self
+                        .egress
+                        .add_publisher(now, key, *rtc, &stream, options, &mut tx),
                     Ok(TxCommand::RemoveViewer { key }) => self.egress.remove_viewer(key, &mut tx),
                     Ok(TxCommand::RemoteCandidate { key, candidate }) => self
                         .egress

@@ -42,6 +42,11 @@ pub fn is_stun(data: &[u8]) -> bool {
     data.len() >= HEADER_LEN && data[0] < 4 && data[4..8] == MAGIC_COOKIE
 }
 
+/// True if `data` is a STUN Binding request (an ICE connectivity or consent check).
+pub fn is_binding_request(data: &[u8]) -> bool {
+    is_stun(data) && data[..2] == BINDING_REQUEST
+}
+
 /// The part of the USERNAME attribute before the colon: for a request sent to us, our own
 /// ufrag. `None` if `data` is not STUN or has no USERNAME.
 pub fn local_ufrag(data: &[u8]) -> Option<&str> {

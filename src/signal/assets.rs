@@ -5,6 +5,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::engine::offer::Role;
 
 /// `GET /`
 pub async fn index() -> impl IntoResponse {
@@ -30,17 +31,20 @@ pub async fn style_css() -> impl IntoResponse {
     )
 }
 
-/// `GET /api/streams`: `{"streams":[{"name":…,"viewers":…,"publishers":0,"sources":[…]}]}`
+/// `GET /api/streams`:
+/// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"sources":[…]}]}`
 pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
     let streams: Vec<serde_json::Value> = state
         .0
-        .streams
-        .iter()
-        .map(|s| {
+        .directory
+        .list()
+        .into_iter()
+        .map(|(name, s)| {
             serde_json::json!({
-                "name": s.name,
-                "viewers": state.0.sessions.count_of(&s.name),
-                "publishers": 0,
+                "viewers": state.0.sessions.count_of(&name, Role::Viewer),
+                "name": name,
+                "publishers": s.publishers,
+                "configured": s.configured,
                 "sources": s.sources,
             })
         })

@@ -13,6 +13,10 @@ pub enum ApiError {
     /// 401: missing or wrong Bearer token.
     #[error("a valid Bearer token is required")]
     Unauthorized,
+    /// 403: not allowed, and no credential would help (publishing from a remote address
+    /// when no publish token is configured).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such stream or session.
     #[error("{0}")]
     NotFound(String),
@@ -41,6 +45,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -48,6 +53,24 @@ impl ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Overloaded(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<super::auth::AuthError> for ApiError {
+    fn from(e: super::auth::AuthError) -> ApiError {
+        use super::auth::AuthError;
+        match e {
+            AuthError::Missing | AuthError::Malformed | AuthError::WrongToken => {
+                tracing::info!("refused: {e}");
+                ApiError::Unauthorized
+            }
+            AuthError::NotLoopback => {
+                tracing::warn!("refused a remote publisher: {e}");
+                ApiError::Forbidden(format!(
+                    "{e}; the operator can set --publish-token or --allow-public-publish"
+                ))
+            }
         }
     }
 }

@@ -1,13 +1,14 @@
-//! HTTP signalling (axum): the WHEP endpoints, the page, the stream list and `/metrics`.
+//! HTTP signalling (axum): the WHIP and WHEP endpoints, the page, the stream list and
+//! `/metrics`.
 //!
 //! Handlers parse and negotiate, then hand each `Rtc` to its owning TX thread over a
 //! bounded channel; they never touch a running session's `Rtc` themselves.
 
 pub mod assets;
 pub mod auth;
+pub mod endpoint;
 pub mod error;
 pub mod session;
-pub mod whep;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -21,20 +22,12 @@ use axum::routing::get;
 use axum::Router;
 use crossbeam_channel::Sender;
 
-use crate::config::IceServer;
+use crate::config::{AuthConfig, IceServer};
 use crate::media::tx::TxCommand;
 use crate::metrics::Metrics;
 use crate::net::DemuxCommand;
 use crate::sessions::Sessions;
-
-/// A stream as signalling knows it.
-#[derive(Debug, Clone)]
-pub struct StreamInfo {
-    /// Its name.
-    pub name: String,
-    /// Its sources, as text for the stream list.
-    pub sources: Vec<String>,
-}
+use crate::streams::StreamDirectory;
 
 /// A TX thread as signalling reaches it.
 #[derive(Clone)]
@@ -60,14 +53,18 @@ pub struct AppState(pub Arc<Shared>);
 
 /// The contents of [`AppState`].
 pub struct Shared {
-    /// Configured streams.
-    pub streams: Vec<StreamInfo>,
+    /// The streams that exist (configured, and created by publishers).
+    pub directory: Arc<StreamDirectory>,
+    /// Tokens and the publishing rule.
+    pub auth: AuthConfig,
     /// Host candidates every answer advertises.
     pub candidates: Vec<SocketAddr>,
     /// STUN/TURN servers offered to clients in `Link` headers.
     pub ice_servers: Vec<IceServer>,
     /// Most viewers at once.
     pub max_viewers: usize,
+    /// Most publishers at once.
+    pub max_publishers: usize,
     /// Live sessions.
     pub sessions: Arc<Sessions>,
     /// Metrics.
@@ -80,17 +77,6 @@ pub struct Shared {
     pub next_key: AtomicU64,
 }
 
-impl AppState {
-    /// The stream called `name`, and its index.
-    pub fn stream(&self, name: &str) -> Option<(usize, &StreamInfo)> {
-        self.0
-            .streams
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.name == name)
-    }
-}
-
 /// The whole HTTP API as a `Router`, so tests can call it without a socket.
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -101,15 +87,28 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(assets::metrics))
         .route(
             "/{stream}/whep",
-            get(whep::get_endpoint)
-                .head(whep::get_endpoint)
-                .post(whep::post)
-                .options(whep::options),
+            get(endpoint::whep_get)
+                .head(endpoint::whep_get)
+                .post(endpoint::whep_post)
+                .options(endpoint::options),
+        )
+        .route(
+            "/{stream}/whip",
+            get(endpoint::whip_get)
+                .head(endpoint::whip_get)
+                .post(endpoint::whip_post)
+                .options(endpoint::options),
         )
         .route(
             "/{stream}/whep/{id}",
-            axum::routing::patch(session::patch)
-                .delete(session::delete)
+            axum::routing::patch(session::whep_patch)
+                .delete(session::whep_delete)
+                .options(session::options),
+        )
+        .route(
+            "/{stream}/whip/{id}",
+            axum::routing::patch(session::whip_patch)
+                .delete(session::whip_delete)
                 .options(session::options),
         )
         .layer(middleware::from_fn(cors))

@@ -1,4 +1,6 @@
-//! A session's URL, `/{stream}/whep/{id}`: PATCH (trickle, ICE restart) and DELETE.
+//! A session's URL, `/{stream}/whep/{id}` or `/{stream}/whip/{id}`: PATCH (trickle, ICE
+//! restart) and DELETE. The same rules for viewers and publishers; a session is found only
+//! under its own endpoint.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -6,26 +8,65 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use str0m::{Candidate, IceCreds};
 
+use super::endpoint::{content_type_is, new_etag};
 use super::error::ApiError;
-use super::whep::{content_type_is, new_etag};
 use super::{options_headers, AppState};
+use crate::engine::offer::Role;
 use crate::media::tx::TxCommand;
 use crate::net::DemuxCommand;
 use crate::sessions::SessionEntry;
 
-fn lookup(state: &AppState, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
+fn lookup(state: &AppState, stream: &str, id: &str, role: Role) -> Result<SessionEntry, ApiError> {
     match state.0.sessions.get(id) {
-        Some(e) if e.stream == stream => Ok(e),
+        Some(e) if e.stream == stream && e.role == role => Ok(e),
         _ => Err(ApiError::NotFound("no such session".into())),
     }
 }
 
-/// `DELETE`: ends the session (and its consent). 200.
-pub async fn delete(
+/// `DELETE /{stream}/whep/{id}`
+pub async fn whep_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete(state, path, Role::Viewer).await
+}
+
+/// `DELETE /{stream}/whip/{id}`
+pub async fn whip_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete(state, path, Role::Publisher).await
+}
+
+/// `PATCH /{stream}/whep/{id}`
+pub async fn whep_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    patch(state, path, headers, body, Role::Viewer).await
+}
+
+/// `PATCH /{stream}/whip/{id}`
+pub async fn whip_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    patch(state, path, headers, body, Role::Publisher).await
+}
+
+/// `DELETE`: ends the session (and its consent). 200. The session URL is an unguessable
+/// capability, so no token is asked for (clients do not all resend it).
+async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
+    role: Role,
 ) -> Result<StatusCode, ApiError> {
-    let entry = match lookup(&state, &stream, &id) {
+    let entry = match lookup(&state, &stream, &id, role) {
         Ok(e) => e,
         // Already over (the peer closed first): the DELETE's goal holds.
         Err(_) if state.0.sessions.recently_ended(&id, &stream) => return Ok(StatusCode::OK),
@@ -73,18 +114,19 @@ pub(crate) fn parse_sdpfrag(body: &str) -> SdpFrag {
 /// `PATCH` (`application/trickle-ice-sdpfrag`): trickled candidates (204) or, with new ICE
 /// credentials and `If-Match: "*"`, an ICE restart (200 with our new credentials and a new
 /// ETag). `If-Match` is required (428) and must match (412).
-pub async fn patch(
+async fn patch(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
+    role: Role,
 ) -> Result<Response, ApiError> {
     if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::UnsupportedMediaType(
             "application/trickle-ice-sdpfrag",
         ));
     }
-    let entry = lookup(&state, &stream, &id)?;
+    let entry = lookup(&state, &stream, &id, role)?;
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -33,6 +33,18 @@ pub trait Source: Send {
     fn underruns(&self) -> u64 {
         0
     }
+    /// [`fill`](Source::fill) at tick time `now`. Sources that follow a clock of their own
+    /// (a publisher's jitter buffer) use it; the engine passes its tick time, so tests on a
+    /// virtual clock stay exact. The default ignores `now`.
+    fn fill_at(&mut self, out: &mut Frame, now: std::time::Instant) {
+        let _ = now;
+        self.fill(out);
+    }
+    /// True once the source has nothing more to play, ever (a publisher that left and has
+    /// faded out): the mixer then drops it. Files and test signals never finish.
+    fn is_finished(&self) -> bool {
+        false
+    }
 }
 
 /// File name extensions that a bare path (without `file:`) may end in to be taken as a

@@ -1,0 +1,268 @@
+//! The WHIP and WHEP endpoints, `/{stream}/whip` (RFC 9725) and `/{stream}/whep`
+//! (draft-ietf-wish-whep): one code path for both, since the HTTP rules are the same. POST
+//! an offer, get a session whose `Rtc` is handed to the TX thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use serde::Deserialize;
+
+use super::auth;
+use super::error::ApiError;
+use super::{add_ice_links, options_headers, AppState};
+use crate::config::valid_stream_name;
+use crate::engine::egress::PublisherOptions;
+use crate::engine::offer::{self, OfferError, Role};
+use crate::media::tx::TxCommand;
+use crate::net::DemuxCommand;
+use crate::sessions::SessionEntry;
+
+/// Seconds a client is told to wait when the server is full.
+const RETRY_AFTER_FULL: u32 = 5;
+
+/// The client's address, when the server knows it (`None` when the router is called
+/// without a socket, as in tests: treated as a remote client).
+pub struct PeerAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// Query parameters of a WHIP POST.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PublishQuery {
+    /// The publisher's gain in the mix (linear, 0 to 4; default 1).
+    gain: Option<f32>,
+}
+
+/// `GET`/`HEAD /{stream}/whep`: 200 with no body for a stream that exists.
+pub async fn whep_get(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.0.directory.contains(&stream) {
+        return Err(ApiError::NotFound(format!("no stream {stream:?}")));
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `GET`/`HEAD /{stream}/whip`: 200 with no body for any stream name one could publish to
+/// (publishing creates the stream).
+pub async fn whip_get(Path(stream): Path<String>) -> Result<StatusCode, ApiError> {
+    if !valid_stream_name(&stream) {
+        return Err(ApiError::NotFound(format!(
+            "{stream:?} is not a stream name"
+        )));
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `OPTIONS` on either endpoint.
+pub async fn options(State(state): State<AppState>, req: HeaderMap) -> Response {
+    let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let h = options_headers(&state, "GET, HEAD, POST, OPTIONS", preflight);
+    (StatusCode::NO_CONTENT, h).into_response()
+}
+
+/// True if the request's Content-Type is `want` (parameters ignored, case-insensitive).
+pub(crate) fn content_type_is(h: &HeaderMap, want: &str) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// A fresh unguessable id (128 bits from the OS-seeded CSPRNG), as hex.
+pub(crate) fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A strong ETag, quoted.
+pub(crate) fn new_etag() -> String {
+    format!("\"{}\"", &random_id()[..16])
+}
+
+/// The `a=ice-ufrag` of an SDP (session or first media level).
+pub(crate) fn sdp_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(|s| s.to_string())
+}
+
+/// `POST /{stream}/whep`: a viewer of an existing stream.
+pub async fn whep_post(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "application/sdp") {
+        return Err(ApiError::UnsupportedMediaType("application/sdp"));
+    }
+    if !state.0.directory.contains(&stream) {
+        return Err(ApiError::NotFound(format!("no stream {stream:?}")));
+    }
+    auth::check(&headers, &state.0.auth.read.access(&stream))?;
+    if state.0.sessions.count_role(Role::Viewer) >= state.0.max_viewers {
+        return Err(ApiError::Overloaded(
+            format!("at most {} viewers", state.0.max_viewers),
+            RETRY_AFTER_FULL,
+        ));
+    }
+    create(&state, stream, Role::Viewer, &body, PublishQuery::default()).await
+}
+
+/// `POST /{stream}/whip`: a publisher; the stream is created if it does not exist.
+pub async fn whip_post(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Query(query): Query<PublishQuery>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "application/sdp") {
+        return Err(ApiError::UnsupportedMediaType("application/sdp"));
+    }
+    if !valid_stream_name(&stream) {
+        return Err(ApiError::NotFound(format!(
+            "{stream:?} is not a stream name (letters, digits, '-', '_', '.')"
+        )));
+    }
+    let access = state.0.auth.publish.access(&stream);
+    // No address (a router called without a socket) counts as a remote client.
+    let peer = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
+    auth::check_publish(&headers, peer, &access, state.0.auth.allow_public_publish)?;
+    if state.0.sessions.count_role(Role::Publisher) >= state.0.max_publishers {
+        return Err(ApiError::Overloaded(
+            format!("at most {} publishers", state.0.max_publishers),
+            RETRY_AFTER_FULL,
+        ));
+    }
+    if let Some(g) = query.gain {
+        if !(0.0..=4.0).contains(&g) {
+            return Err(ApiError::BadRequest(format!("gain {g}: expected 0 to 4")));
+        }
+    }
+    create(&state, stream, Role::Publisher, &body, query).await
+}
+
+/// Negotiates, registers and hands over a session; the 201 response.
+async fn create(
+    state: &AppState,
+    stream: String,
+    role: Role,
+    body: &[u8],
+    query: PublishQuery,
+) -> Result<Response, ApiError> {
+    let offer = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
+    let negotiated =
+        offer::accept(offer, role, &state.0.candidates, Instant::now()).map_err(|e| match e {
+            OfferError::Malformed(m) => ApiError::BadRequest(m),
+            OfferError::Unusable(m) => ApiError::Unprocessable(m),
+        })?;
+
+    let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);
+    let id = random_id();
+    let etag = new_etag();
+    state
+        .0
+        .demux
+        .try_send(DemuxCommand::Register {
+            ufrag: negotiated.local_ufrag.clone(),
+            key,
+            owner: 0,
+        })
+        .map_err(|_| ApiError::Overloaded("the UDP loop is busy".into(), RETRY_AFTER_FULL))?;
+    state.0.sessions.insert(
+        id.clone(),
+        SessionEntry {
+            key,
+            stream: stream.clone(),
+            role,
+            etag: etag.clone(),
+            remote_ufrag: sdp_ufrag(offer),
+        },
+    );
+    let rtc = Box::new(negotiated.rtc);
+    let command = match role {
+        Role::Viewer => TxCommand::AddViewer {
+            key,
+            rtc,
+            stream: stream.clone(),
+        },
+        Role::Publisher => {
+            // The stream exists for viewers from now on, before the TX thread has its mix.
+            if state.0.directory.ensure(&stream) {
+                tracing::info!(stream, "stream created on demand");
+            }
+            TxCommand::AddPublisher {
+                key,
+                rtc,
+                stream: stream.clone(),
+                options: PublisherOptions {
+                    gain: query.gain.unwrap_or(1.0),
+                    ice_lite: negotiated.ice_lite,
+                },
+            }
+        }
+    };
+    if !state.0.tx.send(command) {
+        state.0.sessions.remove_key(key);
+        let _ = state.0.demux.try_send(DemuxCommand::Unregister { key });
+        return Err(ApiError::Overloaded(
+            "the TX thread is busy".into(),
+            RETRY_AFTER_FULL,
+        ));
+    }
+    state.0.metrics.session_created();
+    tracing::debug!(
+        stream,
+        key,
+        endpoint = role.endpoint(),
+        ice_lite = negotiated.ice_lite,
+        "session created"
+    );
+
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    let location = format!("/{stream}/{}/{id}", role.endpoint());
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location)
+            .map_err(|_| ApiError::BadRequest("stream name not valid in a URL".into()))?,
+    );
+    // The etag is hex between quotes: always a valid header value.
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex etag"),
+    );
+    h.insert(
+        header::HeaderName::from_static("accept-patch"),
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    add_ice_links(state, &mut h);
+    Ok((StatusCode::CREATED, h, negotiated.answer).into_response())
+}

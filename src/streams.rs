@@ -1,0 +1,131 @@
+//! The streams that exist right now, as signalling and the TX thread both see them.
+//!
+//! Configured streams are here from start to shutdown. A WHIP publisher creates a stream
+//! that does not exist yet (as MediaMTX does); the TX thread removes such an on-demand
+//! stream once it has had no input for a grace period. Signalling reads this directory to
+//! answer 404 and to list streams; the TX thread, which owns the mixes, is the authority and
+//! keeps it in step. A short lock per session start or end, never per packet.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// What the directory knows of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamState {
+    /// From the configuration (never removed), rather than created by a publisher.
+    pub configured: bool,
+    /// The configured sources, as text.
+    pub sources: Vec<String>,
+    /// WHIP publishers feeding the mix now.
+    pub publishers: usize,
+}
+
+/// The live streams, by name.
+#[derive(Debug, Default)]
+pub struct StreamDirectory {
+    inner: Mutex<BTreeMap<String, StreamState>>,
+}
+
+impl StreamDirectory {
+    /// A directory holding the configured streams and their sources.
+    pub fn new(configured: impl IntoIterator<Item = (String, Vec<String>)>) -> StreamDirectory {
+        let map = configured
+            .into_iter()
+            .map(|(name, sources)| {
+                (
+                    name,
+                    StreamState {
+                        configured: true,
+                        sources,
+                        publishers: 0,
+                    },
+                )
+            })
+            .collect();
+        StreamDirectory {
+            inner: Mutex::new(map),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamState>> {
+        // A poisoned lock only means a thread panicked between two plain field updates.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The state of `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<StreamState> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Creates `name` as an on-demand stream unless it exists. True if it was created.
+    pub fn ensure(&self, name: &str) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(name) {
+            return false;
+        }
+        map.insert(name.to_string(), StreamState::default());
+        true
+    }
+
+    /// Removes an on-demand stream (configured ones stay). True if it was removed.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut map = self.lock();
+        match map.get(name) {
+            Some(s) if !s.configured => map.remove(name).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Records how many publishers feed `name`.
+    pub fn set_publishers(&self, name: &str, publishers: usize) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.publishers = publishers;
+        }
+    }
+
+    /// Every stream, sorted by name.
+    pub fn list(&self) -> Vec<(String, StreamState)> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Number of streams.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when there is no stream at all.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_streams_stay_on_demand_ones_go() {
+        let d = StreamDirectory::new([("live".to_string(), vec!["tone".to_string()])]);
+        assert!(d.contains("live"));
+        assert!(!d.remove("live"), "a configured stream is never removed");
+        assert!(d.ensure("mic"));
+        assert!(
+            !d.ensure("mic"),
+            "ensure on an existing stream creates nothing"
+        );
+        d.set_publishers("mic", 2);
+        assert_eq!(d.get("mic").map(|s| s.publishers), Some(2));
+        assert_eq!(d.len(), 2);
+        assert!(d.remove("mic"));
+        assert!(!d.contains("mic"));
+        assert_eq!(d.list().len(), 1);
+    }
+}
