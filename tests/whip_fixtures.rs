@@ -16,7 +16,7 @@ use mixcast::server::Server;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// One server per test would be fine, but they are cheap to share order.
+/// Each test starts its own server; one at a time keeps the small machine calm.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -39,7 +39,10 @@ fn loopback_candidates_only(sdp: &str) -> String {
             let Some(candidate) = line.trim_end().strip_prefix("a=candidate:") else {
                 return true;
             };
-            matches!(candidate.split_whitespace().nth(3), Some("127.0.0.1" | "::1"))
+            matches!(
+                candidate.split_whitespace().nth(3),
+                Some("127.0.0.1" | "::1")
+            )
         })
         .collect()
 }
@@ -211,7 +214,7 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
             {
                 problems.push("no ICE credentials".into());
             }
-            if !audio.iter().any(|l| *l == "a=rtcp-mux") {
+            if !audio.contains(&"a=rtcp-mux") {
                 problems.push("no a=rtcp-mux".into());
             }
             let offered_setup = attribute(offer, offer_audio, "setup");
@@ -268,10 +271,10 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
     }
     for c in &candidates {
         let fields: Vec<&str> = c.split_whitespace().collect();
-        let on_loopback = fields.get(4).is_some_and(|a| *a == "127.0.0.1" || *a == "::1");
-        let udp_host = fields
-            .get(2)
-            .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+        let on_loopback = fields
+            .get(4)
+            .is_some_and(|a| *a == "127.0.0.1" || *a == "::1");
+        let udp_host = fields.get(2).is_some_and(|p| p.eq_ignore_ascii_case("udp"))
             && fields.get(7) == Some(&"host");
         if !on_loopback || !udp_host {
             problems.push(format!(
@@ -335,14 +338,38 @@ fn the_checks_catch_a_bad_answer() {
         a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 106\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\n\
         a=rtpmap:106 H264/90000\r\n";
-    assert_eq!(answer_problems(&offer, &Sdp::parse(good)), Vec::<String>::new());
+    assert_eq!(
+        answer_problems(&offer, &Sdp::parse(good)),
+        Vec::<String>::new()
+    );
     for (what, bad) in [
-        ("sendonly", good.replace("a=recvonly\r\na=rtcp-mux\r\na=rtpmap:111", "a=sendonly\r\na=rtcp-mux\r\na=rtpmap:111")),
+        (
+            "sendonly",
+            good.replace(
+                "a=recvonly\r\na=rtcp-mux\r\na=rtpmap:111",
+                "a=sendonly\r\na=rtcp-mux\r\na=rtpmap:111",
+            ),
+        ),
         ("other PT", good.replace("111", "109")),
-        ("two hashes", good.replace("a=fingerprint:sha-256 AA:BB\r\n", "a=fingerprint:sha-256 AA:BB\r\na=fingerprint:sha-384 CC:DD\r\n")),
-        ("no candidates", good.replace("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n", "")),
+        (
+            "two hashes",
+            good.replace(
+                "a=fingerprint:sha-256 AA:BB\r\n",
+                "a=fingerprint:sha-256 AA:BB\r\na=fingerprint:sha-384 CC:DD\r\n",
+            ),
+        ),
+        (
+            "no candidates",
+            good.replace(
+                "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n",
+                "",
+            ),
+        ),
         ("lan candidate", good.replace("127.0.0.1", "192.168.1.2")),
-        ("passive to passive", good.replace("a=setup:active", "a=setup:passive")),
+        (
+            "passive to passive",
+            good.replace("a=setup:active", "a=setup:passive"),
+        ),
         ("video rejected", good.replace("m=video 9", "m=video 0")),
     ] {
         assert!(

@@ -86,10 +86,13 @@ pub fn unavailable(test: &str, why: &str) {
     eprintln!("{test}: SKIPPED, {why} (set MIXCAST_REQUIRE_INTEROP=1 to make this a failure)");
 }
 
+/// A Python, or why none could be had.
+type Found = Result<Python, String>;
+
 /// A Python 3 that imports `modules`, installing `packages` with pip into `target/` if the
 /// plain `python3` cannot. `Err` says why none could be had. Cached per test binary.
 pub fn with_packages(modules: &[&str], packages: &[&str]) -> Result<Python, String> {
-    static CACHE: OnceLock<Mutex<Vec<(String, Result<Python, String>)>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<Vec<(String, Found)>>> = OnceLock::new();
     let key = format!("{modules:?}{packages:?}");
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     // The lock also keeps two tests of one binary from installing at the same time. A
@@ -134,8 +137,14 @@ fn find_or_install(modules: &[&str], packages: &[&str]) -> Result<Python, String
     };
     match made.and_then(|()| {
         let mut cmd = Command::new(&venv_python.exe);
-        cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(packages);
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages);
         checked(cmd, PIP_TIMEOUT, "pip install into the venv")
     }) {
         Ok(()) => match venv_python.imports(modules) {
@@ -155,10 +164,16 @@ fn find_or_install(modules: &[&str], packages: &[&str]) -> Result<Python, String
         return Ok(with_path);
     }
     let mut cmd = Command::new(&system.exe);
-    cmd.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .arg("--target")
-        .arg(&pydeps)
-        .args(packages);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .arg("--target")
+    .arg(&pydeps)
+    .args(packages);
     match checked(cmd, PIP_TIMEOUT, "pip install --target") {
         Ok(()) => match with_path.imports(modules) {
             Ok(()) => return Ok(with_path),
@@ -237,8 +252,9 @@ impl Running {
                     let _ = child.wait();
                     let stderr = join(self.stderr.take());
                     return Err(format!(
-                        "{} still running after {timeout:?}: killed. stderr:\n{stderr}",
-                        self.what
+                        "{} still running after {timeout:?}: killed. stderr:\n{}",
+                        self.what,
+                        tail(&stderr, 40)
                     ));
                 }
                 Err(e) => return Err(format!("{}: wait: {e}", self.what)),
@@ -285,7 +301,11 @@ fn checked(cmd: Command, timeout: Duration, what: &str) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{what}: {}: {}", out.status, last_line(&out.stderr)))
+        Err(format!(
+            "{what}: {}: {}",
+            out.status,
+            last_line(&out.stderr)
+        ))
     }
 }
 
@@ -295,4 +315,10 @@ pub fn last_line(text: &str) -> &str {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -124,5 +124,7 @@ pub fn synth(left_hz: f32, right_hz: f32, amp: f32, seconds: f32) -> Vec<f32> {
     let w = |hz: f32, i: usize| {
         amp * (2.0 * std::f32::consts::PI * hz * i as f32 / SAMPLE_RATE as f32).sin()
     };
-    (0..n).flat_map(|i| [w(left_hz, i), w(right_hz, i)]).collect()
+    (0..n)
+        .flat_map(|i| [w(left_hz, i), w(right_hz, i)])
+        .collect()
 }

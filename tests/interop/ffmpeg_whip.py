@@ -35,6 +35,8 @@ def parse_args(argv):
     p.add_argument("--right-hz", type=float, default=1500.0)
     p.add_argument("--amplitude", type=float, default=0.25, help="peak, 0..1")
     p.add_argument("--no-video", action="store_true", help="publish audio only")
+    p.add_argument("--cert-file", help="DTLS certificate, PEM (FFmpeg's `cert_file` option)")
+    p.add_argument("--key-file", help="its private key, PEM (FFmpeg's `key_file` option)")
     p.add_argument("--verbose", action="store_true", help="FFmpeg's verbose log on stderr")
     args = p.parse_args(argv)
     if args.seconds <= 0 or not 0 < args.amplitude <= 1:
@@ -74,6 +76,9 @@ def open_container(args):
     options = {"strict": "experimental"}  # the whip muxer is flagged experimental in FFmpeg 8
     if args.token:
         options["authorization"] = args.token  # FFmpeg adds "Bearer "
+    if args.cert_file and args.key_file:
+        options["cert_file"] = args.cert_file
+        options["key_file"] = args.key_file
     container = av.open(args.url, mode="w", format="whip", container_options=options)
     audio = container.add_stream("libopus", rate=SAMPLE_RATE, layout="stereo")
     audio.codec_context.options = {"application": "audio", "frame_duration": "20"}
@@ -131,7 +136,10 @@ def publish(args):
 def main(argv):
     args = parse_args(argv)
     if args.verbose:
-        av.logging.set_level(av.logging.VERBOSE)
+        # FFmpeg's own log callback writes straight to stderr, even while a call into
+        # FFmpeg blocks (PyAV's Python-side logging would not).
+        av.logging.restore_default_callback()
+        av.logging.set_libav_level(av.logging.VERBOSE)
     try:
         counts = publish(args)
     except av.error.FFmpegError as e:

@@ -21,7 +21,10 @@ arguments. On success the last stdout line is a JSON summary.
 """
 
 import argparse
+import base64
+import hashlib
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -49,6 +52,10 @@ def parse_args(argv):
     p.add_argument("--right-hz", type=float, default=1500.0)
     p.add_argument("--volume", type=float, default=0.25, help="audiotestsrc volume, 0..1")
     p.add_argument("--offer-out", help="write the POSTed offer to this file")
+    p.add_argument(
+        "--pem",
+        help="DTLS certificate and private key, PEM, instead of webrtcbin's own RSA one",
+    )
     args = p.parse_args(argv)
     if args.seconds <= 0 or not 0 < args.volume <= 1:
         p.error("--seconds must be > 0 and --volume in (0, 1]")
@@ -93,6 +100,22 @@ def loopback_only(sdp):
     return "\r\n".join(kept) + "\r\n"
 
 
+def pem_fingerprint(pem):
+    """`sha-256 AA:BB:...` of the first certificate in `pem`."""
+    body = pem.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
+    digest = hashlib.sha256(base64.b64decode("".join(body.split()))).hexdigest().upper()
+    return "sha-256 " + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def with_fingerprint(sdp, fingerprint):
+    """`sdp` with every a=fingerprint line replaced by `fingerprint`."""
+    lines = [
+        f"a=fingerprint:{fingerprint}" if line.startswith("a=fingerprint:") else line
+        for line in sdp.splitlines()
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
 class Publisher:
     def __init__(self, args):
         self.args = args
@@ -116,6 +139,11 @@ class Publisher:
         if not address.set_from_string("127.0.0.1"):
             raise RuntimeError("libnice rejects 127.0.0.1")
         agent.add_local_address(address)
+        self.pem = None
+        if args.pem:
+            with open(args.pem, encoding="utf-8") as f:
+                self.pem = f.read()
+            self.pipeline.connect("deep-element-added", self.on_element_added)
         self.webrtc.connect("on-negotiation-needed", self.on_negotiation_needed)
         self.webrtc.connect("notify::ice-gathering-state", self.on_gathering_state)
         self.webrtc.connect("notify::connection-state", self.on_connection_state)
@@ -131,6 +159,13 @@ class Publisher:
     def on_bus_error(self, _bus, message):
         err, debug = message.parse_error()
         self.fail(f"gstreamer: {err.message} ({debug})")
+
+    def on_element_added(self, _bin, _sub_bin, element):
+        # The DTLS decoder owns the connection's certificate; webrtcbin reads the
+        # fingerprint for the offer from it, so this must happen before create-offer.
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "dtlssrtpdec":
+            element.set_property("pem", self.pem)
 
     def on_negotiation_needed(self, webrtc):
         for i in range(64):
@@ -158,6 +193,10 @@ class Publisher:
         if self.offer is not None:
             return False
         self.offer = loopback_only(self.webrtc.get_property("local-description").sdp.as_text())
+        if self.args.pem:
+            # webrtcbin 1.22 computed the fingerprint from its own certificate before ours
+            # was set on the DTLS decoder: announce the one DTLS will really present.
+            self.offer = with_fingerprint(self.offer, pem_fingerprint(self.pem))
         if self.args.offer_out:
             with open(self.args.offer_out, "w", encoding="utf-8") as f:
                 f.write(self.offer)
@@ -225,12 +264,13 @@ class Publisher:
 
         def visit(_field, value, _data):
             nonlocal sent
-            if isinstance(value, Gst.Structure) and value.get_name() == "application/x-webrtc-stats":
-                kind = value.get_value("type")
-                if kind == GstWebRTC.WebRTCStatsType.OUTBOUND_RTP:
+            if isinstance(value, Gst.Structure) and value.has_field("packets-sent"):
+                if value.get_value("type") == GstWebRTC.WebRTCStatsType.OUTBOUND_RTP:
                     sent += value.get_value("packets-sent") or 0
             return True
 
+        if os.environ.get("GST_WHIP_DEBUG_STATS"):
+            print(stats.to_string(), file=sys.stderr)
         stats.foreach(visit, None)
         return sent
 
