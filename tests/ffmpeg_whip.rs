@@ -21,6 +21,7 @@ mod tone;
 use mixcast::client::whep::{play, PlayOptions, PlayReport};
 use mixcast::config::Config;
 use mixcast::server::Server;
+use mixcast::signal::auth::Secret;
 use python::{Python, Running};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
@@ -77,6 +78,17 @@ fn ffmpeg_python(test: &str) -> Option<Python> {
 
 /// Starts the publisher script: `seconds` of the tone and video, FFmpeg's log on stderr.
 fn publish(py: &Python, url: &str, seconds: u32, cert: Option<&certs::Pem>) -> Running {
+    publish_with(py, url, seconds, cert, &[])
+}
+
+/// `publish` with more arguments for the script.
+fn publish_with(
+    py: &Python,
+    url: &str,
+    seconds: u32,
+    cert: Option<&certs::Pem>,
+    extra: &[&str],
+) -> Running {
     let mut cmd = py.command(&python::script("ffmpeg_whip.py"));
     cmd.arg(url)
         .arg("--seconds")
@@ -92,6 +104,7 @@ fn publish(py: &Python, url: &str, seconds: u32, cert: Option<&certs::Pem>) -> R
             .arg("--key-file")
             .arg(&pem.key);
     }
+    cmd.args(extra);
     Running::spawn(cmd, "ffmpeg_whip.py").expect("the publisher script starts")
 }
 
@@ -240,6 +253,47 @@ fn ffmpeg_publish_stays_up_past_consent_timeout() {
             summary(&report)
         );
     }
+    server.shutdown();
+}
+
+#[test]
+fn ffmpeg_sends_its_bearer_token() {
+    // FFmpeg's `authorization` option becomes `Authorization: Bearer <token>`; with a
+    // publish token configured, a wrong one is refused before any media.
+    const TEST: &str = "ffmpeg_sends_its_bearer_token";
+    const SECONDS: u32 = 2;
+    let _serial = serial();
+    let Some(py) = ffmpeg_python(TEST) else {
+        return;
+    };
+    let pem = certs::ecdsa_p256("ffmpeg");
+    let mut config = Config::loopback_ephemeral();
+    config
+        .auth
+        .publish
+        .default
+        .push(Secret::new("s3cret-token").expect("a valid token"));
+    let server = Server::start(config).expect("server starts");
+    let url = format!("http://{}/ffmpeg-token/whip", server.http_addr());
+
+    let wrong = publish_with(&py, &url, SECONDS, Some(&pem), &["--token", "not-it"])
+        .wait(Duration::from_secs(SECONDS.into()) + SCRIPT_SLACK)
+        .expect("the publisher finishes");
+    assert!(
+        !wrong.status.success() && wrong.stderr.contains("401"),
+        "a wrong token must get 401 ({}):\n{}",
+        wrong.status,
+        python::tail(&wrong.stderr, 20)
+    );
+
+    let right = publish_with(&py, &url, SECONDS, Some(&pem), &["--token", "s3cret-token"]);
+    let stdout = finish(right, SECONDS);
+    let sent: serde_json::Value = serde_json::from_str(python::last_line(&stdout))
+        .unwrap_or_else(|e| panic!("publisher summary {stdout:?}: {e}"));
+    assert!(
+        sent["audio_packets"].as_u64().unwrap_or(0) >= u64::from(SECONDS) * 45,
+        "with the right token FFmpeg sent {sent}"
+    );
     server.shutdown();
 }
 
