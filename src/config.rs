@@ -48,17 +48,19 @@ impl TokenRules {
         !self.default.is_empty() || !self.per_stream.is_empty()
     }
 
-    /// Adds `[STREAM=]TOKEN` (a flag's value). The text before the first `=` names a stream
-    /// when it is a valid stream name and a token follows; `*=TOKEN` is a token for every
-    /// stream (for a token that itself contains `=` before its end).
+    /// Adds `[STREAM=]TOKEN` (a flag's value). A Bearer token (RFC 6750 token68) has `=`
+    /// only as padding at its end, so `NAME=TOKEN` is unambiguous: `=` followed by
+    /// something other than more `=` separates a stream name from its token.
     fn add_flag(&mut self, flag: &str, value: &str) -> Result<(), ConfigError> {
         let bad =
             |e: crate::signal::auth::InvalidToken| ConfigError::Invalid(format!("{flag}: {e}"));
         match value.split_once('=') {
-            Some(("*", token)) => self.default.push(Secret::new(token).map_err(bad)?),
-            Some((stream, token))
-                if valid_stream_name(stream) && !token.is_empty() && !token.starts_with('=') =>
-            {
+            Some((stream, token)) if !token.is_empty() && !token.starts_with('=') => {
+                if !valid_stream_name(stream) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {stream:?}=...: not a stream name"
+                    )));
+                }
                 self.per_stream
                     .entry(stream.to_string())
                     .or_default()
@@ -639,5 +641,57 @@ url = "stun:stun.example.org:3478"
         );
         assert!("turn:t.example.org".parse::<IceServer>().is_err());
         assert!("http://x".parse::<IceServer>().is_err());
+    }
+
+    #[test]
+    fn tokens_from_flags_and_file() {
+        use crate::signal::auth::Access;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            r#"publish_tokens = ["file-pub"]
+allow_public_publish = true
+[streams.radio]
+read_tokens = ["radio-read"]
+"#
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            publish_tokens: vec!["flag-pub".into(), "studio=s3cret".into(), "pad==".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let count = |a: Access| match a {
+            Access::Token(t) => t.len(),
+            Access::Public => 0,
+        };
+        // File and flag tokens for every stream (a token may end in '=' padding).
+        assert_eq!(count(c.auth.publish.access("mic")), 3);
+        assert_eq!(count(c.auth.publish.access("studio")), 1);
+        assert_eq!(count(c.auth.read.access("radio")), 1);
+        assert_eq!(count(c.auth.read.access("live")), 0);
+        assert!(c.auth.allow_public_publish);
+        assert!(c
+            .streams
+            .iter()
+            .any(|s| s.name == "radio" && s.sources.is_empty()));
+        // A trailing '=' is base64 padding, not a stream name.
+        let c = ServeArgs {
+            publish_tokens: vec!["dG9rZW4=".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(count(c.auth.publish.access("any")), 1);
+        let err = ServeArgs {
+            read_tokens: vec!["has space".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--read-token"), "{err}");
     }
 }

@@ -18,6 +18,8 @@ pub struct StreamState {
     pub sources: Vec<String>,
     /// WHIP publishers feeding the mix now.
     pub publishers: usize,
+    /// The codec of the stream's video, while a publisher sends video.
+    pub video: Option<str0m::format::Codec>,
 }
 
 /// The live streams, by name.
@@ -38,6 +40,7 @@ impl StreamDirectory {
                         configured: true,
                         sources,
                         publishers: 0,
+                        video: None,
                     },
                 )
             })
@@ -85,6 +88,13 @@ impl StreamDirectory {
     pub fn set_publishers(&self, name: &str, publishers: usize) {
         if let Some(s) = self.lock().get_mut(name) {
             s.publishers = publishers;
+        }
+    }
+
+    /// Records the codec of `name`'s video (`None`: no video now).
+    pub fn set_video(&self, name: &str, video: Option<str0m::format::Codec>) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.video = video;
         }
     }
 

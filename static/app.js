@@ -1,12 +1,15 @@
-// mixcast's web page: the list of streams and a WHEP player for each.
+// mixcast's web page: the list of streams, a WHEP player for each, and a WHIP publisher
+// that sends the microphone to a stream.
 //
 // Plain ES module, no build step, no external fetch: the page must work offline.
 // A player is one RTCPeerConnection receiving the stream's stereo Opus mix, an <audio>
 // element that plays it, and a WebAudio graph (source -> splitter -> one analyser per
-// channel) that drives the level meters and the tests' frequency checks.
+// channel) that drives the level meters and the tests' frequency checks. The publisher is
+// one RTCPeerConnection sending the microphone's track, with the same kind of graph on
+// the local track: its meters show what is sent.
 //
 // `/?play=NAME` starts playing NAME at load (repeatable); `window.mixcastTest` exposes
-// the players to automated tests.
+// the players and the publisher to automated tests.
 
 const LIST_INTERVAL_MS = 3000;
 const STATS_INTERVAL_MS = 1000;
@@ -25,7 +28,7 @@ const METER_FLOOR_DB = -60;
 const METER_WINDOW = 2048;
 
 /** An error to show to the user as it is. */
-class PlayerError extends Error {}
+class UserError extends Error {}
 
 /** Resolves once ICE gathering is complete, or after `timeoutMs` (then the offer just
  * carries the candidates gathered so far). */
@@ -56,6 +59,14 @@ function preferStereoOpus(sdp) {
   });
 }
 
+/** Whether an Opus `a=fmtp` line of `sdp` says `stereo=1`. */
+function opusStereoIn(sdp) {
+  const opusPayloads = [...sdp.matchAll(/^a=rtpmap:(\d+) opus\/48000\/2\r?$/gim)].map((m) => m[1]);
+  return [...sdp.matchAll(/^a=fmtp:(\d+) (.*?)\r?$/gm)].some(
+    ([, pt, params]) => opusPayloads.includes(pt) && /(^|;)\s*stereo=1\s*(;|$)/.test(params),
+  );
+}
+
 /** The frequency of the strongest FFT bin, refined by a parabola through its neighbours
  * (on the dB values), or null when the spectrum is silent. */
 function dominantFrequency(spectrumDb, sampleRate, fftSize) {
@@ -69,6 +80,89 @@ function dominantFrequency(spectrumDb, sampleRate, fftSize) {
   const denominator = a - 2 * b + c;
   const offset = Number.isFinite(denominator) && denominator !== 0 ? (0.5 * (a - c)) / denominator : 0;
   return ((best + offset) * sampleRate) / fftSize;
+}
+
+/** The error for a signalling response that is not the expected one: its status and the
+ * server's explanation (an RFC 9457 problem's `detail`, else the body's text). */
+async function failureOf(method, url, response) {
+  const body = (await response.text().catch(() => "")).trim();
+  let detail = body;
+  if (/^application\/problem\+json/i.test(response.headers.get("Content-Type") ?? "")) {
+    try {
+      const problem = JSON.parse(body);
+      detail = String(problem.detail || problem.title || body);
+    } catch {
+      // Not JSON after all: show the text.
+    }
+  }
+  const explained = detail ? `: ${detail.slice(0, 300)}` : "";
+  return new UserError(
+    `${method} ${url.pathname} answered ${response.status} ${response.statusText}${explained}`,
+  );
+}
+
+/** One analyser per channel of `mediaStream` (`channels` is 1 or 2), fed through a
+ * splitter so that each channel is measured on its own. */
+function createAnalysers(context, mediaStream, channels) {
+  const source = context.createMediaStreamSource(mediaStream);
+  const splitter = context.createChannelSplitter(channels);
+  source.connect(splitter);
+  return Array.from({ length: channels }, (_, channel) => {
+    const analyser = context.createAnalyser();
+    analyser.fftSize = FFT_SIZE;
+    analyser.smoothingTimeConstant = 0;
+    splitter.connect(analyser, channel);
+    return analyser;
+  });
+}
+
+/** Per analyser: { rms, peak } of its last METER_WINDOW samples. */
+function measureLevels(analysers) {
+  return analysers.map((analyser) => {
+    const samples = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(samples);
+    const recent = samples.subarray(samples.length - METER_WINDOW);
+    let sum = 0;
+    let peak = 0;
+    for (const x of recent) {
+      sum += x * x;
+      peak = Math.max(peak, Math.abs(x));
+    }
+    return { rms: Math.sqrt(sum / recent.length), peak };
+  });
+}
+
+/** The dominant frequency (Hz) an analyser hears, or null when silent. */
+function analyserFrequency(analyser) {
+  const spectrum = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(spectrum);
+  return dominantFrequency(spectrum, analyser.context.sampleRate, analyser.fftSize);
+}
+
+/** A byte counter's rate in bits per second, updated about once per STATS_INTERVAL_MS. */
+class RateMeter {
+  #last = null;
+  /** The latest rate, or null before two readings. */
+  rate = null;
+
+  /** Takes a reading of `bytes` at `at` (ms) and returns the rate. */
+  update(bytes, at) {
+    if (!this.#last) {
+      this.#last = { bytes, at };
+    } else if (at - this.#last.at >= STATS_INTERVAL_MS * 0.9) {
+      this.rate = ((bytes - this.#last.bytes) * 8 * 1000) / (at - this.#last.at);
+      this.#last = { bytes, at };
+    }
+    return this.rate;
+  }
+}
+
+/** The codec of an RTP stats entry as { mimeType, channels, fmtp }, or null. */
+function codecOf(report, rtp) {
+  const codec = rtp.codecId ? report.get(rtp.codecId) : undefined;
+  return codec
+    ? { mimeType: codec.mimeType, channels: codec.channels ?? 1, fmtp: codec.sdpFmtpLine ?? "" }
+    : null;
 }
 
 /** One WHEP session for one stream. Fires "change" whenever state or error changes. */
@@ -87,8 +181,7 @@ class WhepPlayer extends EventTarget {
   #audioContext = null;
   #analysers = [];
   #connectTimer = null;
-  #lastBytes = null;
-  #bitrate = null;
+  #rate = new RateMeter();
 
   constructor(stream, audioElement) {
     super();
@@ -105,8 +198,7 @@ class WhepPlayer extends EventTarget {
     if (this.#pc) return;
     const pc = new RTCPeerConnection();
     this.#pc = pc;
-    this.#lastBytes = null;
-    this.#bitrate = null;
+    this.#rate = new RateMeter();
     this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
@@ -119,7 +211,7 @@ class WhepPlayer extends EventTarget {
       if (this.#pc === pc && pc.connectionState !== "connected") {
         this.#fail(
           pc,
-          new PlayerError(
+          new UserError(
             `no connection after ${CONNECT_TIMEOUT_MS / 1000} s (ICE ${pc.iceConnectionState})`,
           ),
         );
@@ -138,15 +230,10 @@ class WhepPlayer extends EventTarget {
         headers: { "Content-Type": "application/sdp" },
         body: pc.localDescription.sdp,
       });
+      if (response.status !== 201) throw await failureOf("POST", endpoint, response);
       const body = await response.text();
-      if (response.status !== 201) {
-        const detail = body.trim() ? `: ${body.trim().slice(0, 300)}` : "";
-        throw new PlayerError(
-          `POST ${endpoint.pathname} answered ${response.status} ${response.statusText}${detail}`,
-        );
-      }
       const sessionPath = response.headers.get("Location");
-      if (!sessionPath) throw new PlayerError("the server's 201 has no Location header");
+      if (!sessionPath) throw new UserError("the server's 201 has no Location header");
       const sessionUrl = new URL(sessionPath, endpoint);
       if (this.#pc !== pc) {
         // Stopped while the POST was in flight: end the session we just created.
@@ -215,55 +302,30 @@ class WhepPlayer extends EventTarget {
     });
     if (!inbound) return null;
 
-    const now = inbound.timestamp;
     const bytes = inbound.bytesReceived ?? 0;
-    if (this.#lastBytes && now - this.#lastBytes.at >= STATS_INTERVAL_MS * 0.9) {
-      this.#bitrate = ((bytes - this.#lastBytes.bytes) * 8 * 1000) / (now - this.#lastBytes.at);
-      this.#lastBytes = { bytes, at: now };
-    } else if (!this.#lastBytes) {
-      this.#lastBytes = { bytes, at: now };
-    }
-    const codec = inbound.codecId ? report.get(inbound.codecId) : undefined;
     return {
       packetsReceived: inbound.packetsReceived ?? 0,
       packetsLost: inbound.packetsLost ?? 0,
       jitter: inbound.jitter ?? null,
       bytesReceived: bytes,
-      bitrate: this.#bitrate,
+      bitrate: this.#rate.update(bytes, inbound.timestamp),
       audioLevel: inbound.audioLevel ?? null,
       totalAudioEnergy: inbound.totalAudioEnergy ?? 0,
       totalSamplesReceived: inbound.totalSamplesReceived ?? 0,
       concealedSamples: inbound.concealedSamples ?? 0,
-      codec: codec
-        ? { mimeType: codec.mimeType, channels: codec.channels ?? 1, fmtp: codec.sdpFmtpLine ?? "" }
-        : null,
+      codec: codecOf(report, inbound),
     };
   }
 
   /** Per channel: { rms, peak } of the last METER_WINDOW samples, or [] before audio. */
   levels() {
-    return this.#analysers.map((analyser) => {
-      const samples = new Float32Array(analyser.fftSize);
-      analyser.getFloatTimeDomainData(samples);
-      const recent = samples.subarray(samples.length - METER_WINDOW);
-      let sum = 0;
-      let peak = 0;
-      for (const x of recent) {
-        sum += x * x;
-        peak = Math.max(peak, Math.abs(x));
-      }
-      return { rms: Math.sqrt(sum / recent.length), peak };
-    });
+    return measureLevels(this.#analysers);
   }
 
   /** The dominant frequency (Hz) of each channel, null where silent or before audio. */
   dominantFrequencies() {
     if (this.#analysers.length !== 2) return { left: null, right: null };
-    const [left, right] = this.#analysers.map((analyser) => {
-      const spectrum = new Float32Array(analyser.frequencyBinCount);
-      analyser.getFloatFrequencyData(spectrum);
-      return dominantFrequency(spectrum, analyser.context.sampleRate, analyser.fftSize);
-    });
+    const [left, right] = this.#analysers.map(analyserFrequency);
     return { left, right };
   }
 
@@ -278,16 +340,7 @@ class WhepPlayer extends EventTarget {
     });
 
     const context = this.#audioContext;
-    const source = context.createMediaStreamSource(stream);
-    const splitter = context.createChannelSplitter(2);
-    source.connect(splitter);
-    this.#analysers = [0, 1].map((channel) => {
-      const analyser = context.createAnalyser();
-      analyser.fftSize = FFT_SIZE;
-      analyser.smoothingTimeConstant = 0;
-      splitter.connect(analyser, channel);
-      return analyser;
-    });
+    this.#analysers = createAnalysers(context, stream, 2);
     if (context.state !== "running") {
       context.resume().catch(() => {});
     }
@@ -305,7 +358,7 @@ class WhepPlayer extends EventTarget {
         this.#set({ state: "disconnected" });
         break;
       case "failed":
-        this.#fail(pc, new PlayerError(`connection failed (ICE ${pc.iceConnectionState})`));
+        this.#fail(pc, new UserError(`connection failed (ICE ${pc.iceConnectionState})`));
         break;
       default:
         break;
@@ -337,8 +390,262 @@ class WhepPlayer extends EventTarget {
   }
 }
 
+/** The microphone published to one stream over WHIP: one RTCPeerConnection sending one
+ * audio track, and an analyser per channel on that track (what is sent, before Opus).
+ * Fires "change" whenever state or error changes. */
+class WhipPublisher extends EventTarget {
+  /** "idle" | "capturing" | "connecting" | "connected" | "disconnected" | "stopping" |
+   * "stopped" | "failed" */
+  state = "idle";
+  /** The last error's message, or null. */
+  error = null;
+  /** The stream published to (or last published to), or null. */
+  stream = null;
+  /** Channels of the captured track: 1 or 2, 0 before capture. */
+  channels = 0;
+  /** Whether the answer lets us send stereo Opus (`stereo=1`; browsers send mono
+   * otherwise, mixing the channels down), or null before the answer. */
+  stereo = null;
+  /** The HTTP status of the last DELETE of a session, or null. */
+  deleteStatus = null;
+
+  #pc = null;
+  #media = null;
+  #headers = {};
+  #sessionUrl = null;
+  #audioContext = null;
+  #analysers = [];
+  #connectTimer = null;
+  #rate = new RateMeter();
+
+  get publishing() {
+    return this.#pc !== null;
+  }
+
+  /** Captures the microphone, sends the offer and applies the answer. Resolves then, or
+   * on failure (see `state` and `error`); the connection comes up on its own.
+   *
+   * Voice processing (echo cancellation, noise suppression, automatic gain) is off unless
+   * asked for: it treats a steady tone or music as noise, and mixcast mixes music. */
+  async publish(stream, token, { voiceProcessing = false } = {}) {
+    if (this.#pc) return;
+    const pc = new RTCPeerConnection();
+    this.#pc = pc;
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    this.#headers = headers;
+    this.#rate = new RateMeter();
+    this.deleteStatus = null;
+    // Created here, inside the click that called us, so the autoplay policy allows it.
+    this.#audioContext = new AudioContext();
+    this.#set({ state: "capturing", error: null, stream, channels: 0, stereo: null });
+    pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
+
+    try {
+      const media = await captureMicrophone(voiceProcessing);
+      if (this.#pc !== pc) {
+        // Stopped while the browser asked for the microphone.
+        media.getTracks().forEach((track) => track.stop());
+        return;
+      }
+      this.#media = media;
+      const [track] = media.getAudioTracks();
+      if (!track) throw new UserError("the microphone gave no audio track");
+      track.addEventListener("ended", () => {
+        this.#fail(pc, new UserError("the microphone stopped (unplugged or taken away)"));
+      });
+      const channels = track.getSettings().channelCount === 2 ? 2 : 1;
+      this.#analysers = createAnalysers(this.#audioContext, media, channels);
+      if (this.#audioContext.state !== "running") this.#audioContext.resume().catch(() => {});
+      this.#set({ state: "connecting", channels });
+      // Counted from here: the permission prompt may take the user any time.
+      this.#connectTimer = setTimeout(() => {
+        if (this.#pc === pc && pc.connectionState !== "connected") {
+          this.#fail(
+            pc,
+            new UserError(
+              `no connection after ${CONNECT_TIMEOUT_MS / 1000} s (ICE ${pc.iceConnectionState})`,
+            ),
+          );
+        }
+      }, CONNECT_TIMEOUT_MS);
+
+      pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
+      if (this.#pc !== pc) return;
+
+      const endpoint = new URL(`/${encodeURIComponent(stream)}/whip`, location.href);
+      const response = await fetch(endpoint, {
+        method: "POST",
+        headers: { ...headers, "Content-Type": "application/sdp" },
+        body: pc.localDescription.sdp,
+      });
+      if (response.status !== 201) throw await failureOf("POST", endpoint, response);
+      const answer = await response.text();
+      const sessionPath = response.headers.get("Location");
+      if (!sessionPath) throw new UserError("the server's 201 has no Location header");
+      const sessionUrl = new URL(sessionPath, endpoint);
+      if (this.#pc !== pc) {
+        // Stopped while the POST was in flight: end the session we just created.
+        fetch(sessionUrl, { method: "DELETE", headers }).catch(() => {});
+        return;
+      }
+      this.#sessionUrl = sessionUrl;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      this.#set({ stereo: opusStereoIn(answer) });
+    } catch (err) {
+      this.#fail(pc, err);
+    }
+  }
+
+  /** Ends the session (DELETE first, so the server hears it before the peer vanishes),
+   * then closes the connection and releases the microphone. */
+  async stop() {
+    if (!this.#pc || this.state === "stopping") return;
+    const pc = this.#pc;
+    const sessionUrl = this.#sessionUrl;
+    this.#set({ state: "stopping" });
+    let error = null;
+    if (sessionUrl) {
+      try {
+        const response = await fetch(sessionUrl, {
+          method: "DELETE",
+          headers: this.#headers,
+          signal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
+        });
+        this.deleteStatus = response.status;
+        if (!response.ok) error = (await failureOf("DELETE", sessionUrl, response)).message;
+      } catch (err) {
+        error = `DELETE ${sessionUrl.pathname}: ${messageOf(err)}`;
+      }
+    }
+    if (this.#pc === pc) {
+      this.#close();
+      this.#set({ state: "stopped", error });
+    }
+  }
+
+  /** For page unload: a DELETE that outlives the page. */
+  abandon() {
+    if (this.#sessionUrl) {
+      fetch(this.#sessionUrl, { method: "DELETE", headers: this.#headers, keepalive: true }).catch(
+        () => {},
+      );
+    }
+    this.#close();
+  }
+
+  /** The outbound audio RTP numbers from getStats, or null before there are any. */
+  async stats() {
+    const pc = this.#pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let outbound = null;
+    let remote = null;
+    let source = null;
+    report.forEach((s) => {
+      if (s.kind !== "audio") return;
+      if (s.type === "outbound-rtp") outbound = s;
+      if (s.type === "remote-inbound-rtp") remote = s;
+      if (s.type === "media-source") source = s;
+    });
+    if (!outbound) return null;
+    const bytes = outbound.bytesSent ?? 0;
+    return {
+      packetsSent: outbound.packetsSent ?? 0,
+      bytesSent: bytes,
+      bitrate: this.#rate.update(bytes, outbound.timestamp),
+      // From the server's receiver reports, if it sends them.
+      packetsLost: remote?.packetsLost ?? null,
+      roundTripTime: remote?.roundTripTime ?? null,
+      audioLevel: source?.audioLevel ?? null,
+      totalAudioEnergy: source?.totalAudioEnergy ?? 0,
+      codec: codecOf(report, outbound),
+    };
+  }
+
+  /** Per channel sent: { rms, peak } of the last METER_WINDOW samples, or []. */
+  levels() {
+    return measureLevels(this.#analysers);
+  }
+
+  /** The dominant frequency (Hz) of each channel sent, null where silent. */
+  dominantFrequencies() {
+    return this.#analysers.map(analyserFrequency);
+  }
+
+  #onConnectionState(pc) {
+    if (this.#pc !== pc || this.state === "stopping") return;
+    switch (pc.connectionState) {
+      case "connected":
+        clearTimeout(this.#connectTimer);
+        this.#set({ state: "connected" });
+        break;
+      case "disconnected":
+        this.#set({ state: "disconnected" });
+        break;
+      case "failed":
+        this.#fail(pc, new UserError(`connection failed (ICE ${pc.iceConnectionState})`));
+        break;
+      default:
+        break;
+    }
+  }
+
+  #fail(pc, err) {
+    if (this.#pc !== pc || this.state === "stopping") return;
+    const sessionUrl = this.#sessionUrl;
+    const headers = this.#headers;
+    this.#close();
+    this.#set({ state: "failed", error: messageOf(err) });
+    if (sessionUrl) fetch(sessionUrl, { method: "DELETE", headers }).catch(() => {});
+  }
+
+  #close() {
+    clearTimeout(this.#connectTimer);
+    this.#pc?.close();
+    this.#pc = null;
+    this.#media?.getTracks().forEach((track) => track.stop());
+    this.#media = null;
+    this.#sessionUrl = null;
+    this.#analysers = [];
+    this.#audioContext?.close().catch(() => {});
+    this.#audioContext = null;
+  }
+
+  #set(changes) {
+    Object.assign(this, changes);
+    this.dispatchEvent(new Event("change"));
+  }
+}
+
+/** Asks for the microphone, in stereo where it has two channels. */
+async function captureMicrophone(voiceProcessing) {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new UserError("this browser cannot capture audio here (it needs https or localhost)");
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      audio: {
+        channelCount: { ideal: 2 },
+        echoCancellation: voiceProcessing,
+        noiseSuppression: voiceProcessing,
+        autoGainControl: voiceProcessing,
+      },
+      video: false,
+    });
+  } catch (err) {
+    const why = {
+      NotAllowedError: "permission denied",
+      NotFoundError: "no microphone found",
+      NotReadableError: "the microphone is in use or unavailable",
+    }[err?.name];
+    throw new UserError(`cannot use the microphone: ${why ?? messageOf(err)}`);
+  }
+}
+
 function messageOf(err) {
-  if (err instanceof PlayerError) return err.message;
+  if (err instanceof UserError) return err.message;
   if (err instanceof TypeError) return `network error: ${err.message}`;
   return err?.message ?? String(err);
 }
@@ -371,12 +678,7 @@ class StreamCard {
       play: $(".play"),
       stop: $(".stop"),
       error: $(".error"),
-      meters: [...this.root.querySelectorAll(".meter-row")].map((row) => ({
-        bar: row.querySelector(".bar"),
-        peak: row.querySelector(".peak"),
-        db: row.querySelector(".db"),
-        held: 0,
-      })),
+      meters: [...this.root.querySelectorAll(".meter-row")].map(meterOf),
       stats: Object.fromEntries(
         [...this.root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
       ),
@@ -419,18 +721,7 @@ class StreamCard {
   }
 
   renderLevels(levels) {
-    this.el.meters.forEach((meter, channel) => {
-      const level = levels[channel];
-      const db = level && level.rms > 0 ? 20 * Math.log10(level.rms) : -Infinity;
-      const peakDb = level && level.peak > 0 ? 20 * Math.log10(level.peak) : -Infinity;
-      // The peak mark falls back slowly, and vanishes with the audio.
-      meter.held = level ? Math.max(meterFraction(peakDb), meter.held * 0.97) : 0;
-      // Clipped rather than scaled, so the colours stay at their dB marks.
-      meter.bar.style.clipPath = `inset(0 ${100 - meterFraction(db) * 100}% 0 0)`;
-      meter.peak.style.left = `${meter.held * 100}%`;
-      meter.peak.hidden = meter.held === 0;
-      meter.db.textContent = Number.isFinite(db) ? `${db.toFixed(1)} dB` : "–∞ dB";
-    });
+    renderMeters(this.el.meters, levels);
   }
 
   async refreshStats() {
@@ -455,6 +746,182 @@ class StreamCard {
   }
 }
 
+/** A level meter's parts, from its `.meter-row` element. */
+function meterOf(row) {
+  return {
+    row,
+    bar: row.querySelector(".bar"),
+    peak: row.querySelector(".peak"),
+    db: row.querySelector(".db"),
+    held: 0,
+  };
+}
+
+/** A new level meter row labelled `label`, as in the stream card's template. */
+function createMeterRow(label) {
+  const row = document.createElement("div");
+  row.className = "meter-row";
+  const channel = document.createElement("span");
+  channel.className = "channel";
+  channel.textContent = label;
+  const meter = document.createElement("div");
+  meter.className = "meter";
+  for (const part of ["bar", "peak"]) {
+    meter.append(Object.assign(document.createElement("div"), { className: part }));
+  }
+  const db = document.createElement("span");
+  db.className = "db";
+  db.textContent = "–∞ dB";
+  row.append(channel, meter, db);
+  return row;
+}
+
+/** Shows `levels` (per channel: { rms, peak }) on `meters`; missing channels show
+ * silence. */
+function renderMeters(meters, levels) {
+  meters.forEach((meter, channel) => {
+    const level = levels[channel];
+    const db = level && level.rms > 0 ? 20 * Math.log10(level.rms) : -Infinity;
+    const peakDb = level && level.peak > 0 ? 20 * Math.log10(level.peak) : -Infinity;
+    // The peak mark falls back slowly, and vanishes with the audio.
+    meter.held = level ? Math.max(meterFraction(peakDb), meter.held * 0.97) : 0;
+    // Clipped rather than scaled, so the colours stay at their dB marks.
+    meter.bar.style.clipPath = `inset(0 ${100 - meterFraction(db) * 100}% 0 0)`;
+    meter.peak.style.left = `${meter.held * 100}%`;
+    meter.peak.hidden = meter.held === 0;
+    meter.db.textContent = Number.isFinite(db) ? `${db.toFixed(1)} dB` : "–∞ dB";
+  });
+}
+
+/** The "Publish my microphone" form: stream name, token, the publisher's state, meters
+ * of what is sent and its outbound stats. */
+class PublishPanel {
+  /** Channels the meters are built for. */
+  #meterChannels = -1;
+
+  constructor(root, onConnected) {
+    this.root = root;
+    const $ = (selector) => root.querySelector(selector);
+    this.el = {
+      form: $("form"),
+      stream: $("[name=stream]"),
+      token: $("[name=token]"),
+      processing: $("[name=processing]"),
+      start: $(".publish-start"),
+      stop: $(".stop"),
+      state: $(".state"),
+      target: $(".target"),
+      error: $(".error"),
+      meterBox: $(".meters"),
+      meters: [],
+      stats: Object.fromEntries(
+        [...root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
+      ),
+    };
+    this.publisher = new WhipPublisher();
+    this.publisher.addEventListener("change", () => {
+      this.render();
+      if (this.publisher.state === "connected") onConnected(this.publisher.stream);
+    });
+    this.el.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.start();
+    });
+    this.el.stop.addEventListener("click", () => this.publisher.stop());
+    this.render();
+  }
+
+  /** Publishes to the stream the form names (an empty name means `live`). */
+  start() {
+    const stream = this.el.stream.value.trim() || "live";
+    this.el.stream.value = stream;
+    return this.publisher.publish(stream, this.el.token.value.trim(), {
+      voiceProcessing: this.el.processing.checked,
+    });
+  }
+
+  /** Fills in the form and publishes; resolves once connected, rejects with the error if
+   * publishing fails or stops first. For tests. */
+  publishAndWait(stream, token) {
+    const publisher = this.publisher;
+    const settled = new Promise((resolve, reject) => {
+      const check = () => {
+        if (publisher.state === "connected") {
+          publisher.removeEventListener("change", check);
+          resolve(publisher.state);
+        } else if (publisher.state === "failed" || publisher.state === "stopped") {
+          publisher.removeEventListener("change", check);
+          reject(new UserError(publisher.error ?? `publishing ${publisher.state}`));
+        }
+      };
+      publisher.addEventListener("change", check);
+    });
+    if (!publisher.publishing) {
+      this.el.stream.value = stream;
+      this.el.token.value = token ?? "";
+      this.start();
+    } else if (publisher.state === "connected") {
+      return Promise.resolve(publisher.state);
+    }
+    return settled;
+  }
+
+  render() {
+    const { state, error, stream, channels, stereo, publishing } = this.publisher;
+    this.el.state.textContent = state;
+    this.el.state.dataset.state = state;
+    this.el.start.disabled = publishing;
+    this.el.stop.disabled = !publishing || state === "stopping";
+    for (const input of [this.el.stream, this.el.token, this.el.processing]) {
+      input.disabled = publishing;
+    }
+    let sound = "";
+    if (channels === 2) sound = stereo === false ? " (stereo, sent as mono)" : " (stereo)";
+    else if (channels === 1) sound = " (mono)";
+    this.el.target.textContent = publishing
+      ? `${state === "capturing" ? "Asking for" : "Sending"} the microphone${sound} to “${stream}”.`
+      : "";
+    this.el.error.hidden = !error;
+    this.el.error.textContent = error ?? "";
+
+    const meterChannels = publishing ? Math.max(channels, 1) : 1;
+    if (meterChannels !== this.#meterChannels) {
+      this.#meterChannels = meterChannels;
+      const labels = meterChannels === 2 ? ["L", "R"] : ["M"];
+      this.el.meters = labels.map((label) => meterOf(createMeterRow(label)));
+      this.el.meterBox.replaceChildren(...this.el.meters.map((meter) => meter.row));
+    }
+    if (!publishing) {
+      renderMeters(this.el.meters, []);
+      for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
+    }
+  }
+
+  renderLevels() {
+    renderMeters(this.el.meters, this.publisher.levels());
+  }
+
+  async refreshStats() {
+    const stats = await this.publisher.stats();
+    if (!stats) return;
+    const show = (key, text) => {
+      this.el.stats[key].textContent = text;
+    };
+    show("packetsSent", String(stats.packetsSent));
+    show("bitrate", formatBitrate(stats.bitrate));
+    show("packetsLost", stats.packetsLost === null ? "–" : String(stats.packetsLost));
+    show(
+      "roundTripTime",
+      stats.roundTripTime === null ? "–" : `${formatNumber(stats.roundTripTime * 1000, 1)} ms`,
+    );
+    show("audioLevel", formatNumber(stats.audioLevel, 3));
+    show(
+      "codec",
+      stats.codec ? `${stats.codec.mimeType.replace(/^audio\//, "")} ×${stats.codec.channels}` : "–",
+    );
+  }
+}
+
 function meterFraction(db) {
   if (!Number.isFinite(db)) return 0;
   return Math.min(1, Math.max(0, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
@@ -469,6 +936,9 @@ class App {
     this.listStatus = document.getElementById("list-status");
     this.empty = document.getElementById("empty");
     this.updated = document.getElementById("updated");
+    this.streamNames = document.getElementById("stream-names");
+    // A new stream appears in the list once someone publishes to it: look at once.
+    this.publish = new PublishPanel(document.getElementById("publish"), () => this.refreshList());
   }
 
   start() {
@@ -487,6 +957,7 @@ class App {
     });
     addEventListener("pagehide", () => {
       for (const { player } of this.cards.values()) player.abandon();
+      this.publish.publisher.abandon();
     });
   }
 
@@ -505,9 +976,9 @@ class App {
     let streams;
     try {
       const response = await fetch("/api/streams", { cache: "no-store" });
-      if (!response.ok) throw new PlayerError(`/api/streams answered ${response.status}`);
+      if (!response.ok) throw new UserError(`/api/streams answered ${response.status}`);
       ({ streams } = await response.json());
-      if (!Array.isArray(streams)) throw new PlayerError("/api/streams: no streams array");
+      if (!Array.isArray(streams)) throw new UserError("/api/streams: no streams array");
     } catch (err) {
       this.listStatus.textContent = `Cannot load the stream list (${messageOf(err)}); retrying.`;
       this.listStatus.hidden = false;
@@ -529,6 +1000,9 @@ class App {
       }
     }
     this.empty.hidden = this.cards.size > 0;
+    this.streamNames.replaceChildren(
+      ...[...listed].map((name) => Object.assign(document.createElement("option"), { value: name })),
+    );
     this.updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
   }
 
@@ -536,12 +1010,14 @@ class App {
     for (const card of this.cards.values()) {
       if (card.player.playing) card.refreshStats().catch(() => {});
     }
+    if (this.publish.publisher.publishing) this.publish.refreshStats().catch(() => {});
   }
 
   animate() {
     for (const card of this.cards.values()) {
       if (card.player.playing) card.renderLevels(card.player.levels());
     }
+    if (this.publish.publisher.publishing) this.publish.renderLevels();
     requestAnimationFrame(() => this.animate());
   }
 }
@@ -549,7 +1025,7 @@ class App {
 const app = new App();
 app.start();
 
-/** For automated tests (tests/browser.rs): read-only views of the players. */
+/** For automated tests (tests/browser.rs): the players and the publisher. */
 window.mixcastTest = {
   streams: () => [...app.cards.keys()],
   state: (stream) => app.cards.get(stream)?.player.state ?? null,
@@ -561,4 +1037,16 @@ window.mixcastTest = {
   levels: (stream) => app.cards.get(stream)?.player.levels() ?? [],
   dominantFrequencies: (stream) =>
     app.cards.get(stream)?.player.dominantFrequencies() ?? { left: null, right: null },
+  /** Publishes the microphone to `stream`; resolves once connected, rejects on failure. */
+  publish: (stream, token) => app.publish.publishAndWait(stream, token),
+  publishStop: () => app.publish.publisher.stop(),
+  publishState: () => {
+    const { state, error, stream, channels, stereo, deleteStatus } = app.publish.publisher;
+    return { state, error, stream, channels, stereo, deleteStatus };
+  },
+  publishStats: async () => (await app.publish.publisher.stats()) ?? null,
+  /** Per channel sent: { rms, peak }. */
+  publishLevels: () => app.publish.publisher.levels(),
+  /** Per channel sent: the dominant frequency (Hz), or null where silent. */
+  publishFrequencies: () => app.publish.publisher.dominantFrequencies(),
 };

@@ -200,6 +200,19 @@ struct Peer {
     sent: u64,
     first_sent: Option<Instant>,
     sending: bool,
+    /// Video: the m-line (if any), frames received (their bytes), keyframe requests seen.
+    video_mid: Option<str0m::media::Mid>,
+    video_in: Vec<Vec<u8>>,
+    keyframe_requests: u32,
+}
+
+/// A fake VP8 key frame (the frame tag and start code of RFC 6386, then `n` as a marker):
+/// forwarded frames must arrive byte for byte.
+fn vp8_frame(n: u64) -> Vec<u8> {
+    let mut f = vec![0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+    f.extend_from_slice(&n.to_be_bytes());
+    f.resize(300, 0x55);
+    f
 }
 
 impl Peer {
@@ -213,6 +226,10 @@ impl Peer {
                 }
                 Output::Transmit(t) => wire.send(t.source, t.destination, &t.contents),
                 Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
+                Output::Event(Event::MediaData(m)) if Some(m.mid) == self.video_mid => {
+                    self.video_in.push(m.data.to_vec());
+                }
                 Output::Event(Event::MediaData(m)) => {
                     let n = self.decoder.decode(&m.data, &mut frame).unwrap();
                     self.pcm.extend_from_slice(&frame[..n * 2]);
@@ -257,6 +274,24 @@ impl Peer {
             .unwrap()
             .write(pt, now, time, packet)
             .unwrap();
+        if let Some(vmid) = self.video_mid {
+            let pt = self.rtc.writer(vmid).and_then(|w| {
+                w.payload_params()
+                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+                    .map(|p| p.pt())
+            });
+            if let Some(pt) = pt {
+                let vtime = str0m::media::MediaTime::new(
+                    self.sent * 1800,
+                    str0m::media::Frequency::NINETY_KHZ,
+                );
+                self.rtc
+                    .writer(vmid)
+                    .unwrap()
+                    .write(pt, now, vtime, vp8_frame(self.sent))
+                    .unwrap();
+            }
+        }
         self.sent += 1;
         self.first_sent.get_or_insert(now);
         self.drain(wire, now);
@@ -272,12 +307,27 @@ fn new_peer(
     now: Instant,
     stream: &str,
 ) -> Peer {
+    new_av_peer(key, port, direction, false, egress, wire, now, stream)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_av_peer(
+    key: u64,
+    port: u16,
+    direction: Direction,
+    video: bool,
+    egress: &mut Egress,
+    wire: &mut Wire,
+    now: Instant,
+    stream: &str,
+) -> Peer {
     let server_addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut rtc = Rtc::builder().build(now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
     let mut api = rtc.sdp_api();
     let mid = api.add_media(MediaKind::Audio, direction, None, None, None);
+    let video_mid = video.then(|| api.add_media(MediaKind::Video, direction, None, None, None));
     let (offer_sdp, pending) = api.apply().unwrap();
     let role = if direction == Direction::SendOnly {
         Role::Publisher
@@ -317,6 +367,9 @@ fn new_peer(
         sent: 0,
         first_sent: None,
         sending: true,
+        video_mid,
+        video_in: Vec::new(),
+        keyframe_requests: 0,
     };
     peer.drain(wire, now);
     peer
@@ -546,4 +599,115 @@ fn publishers_feed_the_mix_in_virtual_time() {
         "the live viewer and publisher remain"
     );
     println!("simulated {:?} in {:?}", now - wall, wall.elapsed());
+}
+
+/// A publisher's video reaches every viewer of its stream that takes video, byte for
+/// byte, as it arrives; viewers joining at once cost the publisher a handful of keyframe
+/// requests, not one each; an audio-only viewer and another stream's viewer get none.
+#[test]
+fn video_passes_through_in_virtual_time() {
+    let wall = Instant::now();
+    let mut now = wall;
+    let metrics = Arc::new(Metrics::default());
+    let directory = Arc::new(StreamDirectory::default());
+    let mut egress = Egress::new(Vec::new(), directory.clone(), 64_000, metrics);
+    let mut wire = Wire::default();
+    let mut next_tick = now + FRAME_DURATION;
+
+    let mut peers = vec![new_av_peer(
+        1,
+        51001,
+        Direction::SendOnly,
+        true,
+        &mut egress,
+        &mut wire,
+        now,
+        "cam",
+    )];
+    for k in 2..=6 {
+        peers.push(new_av_peer(
+            k,
+            51000 + k as u16,
+            Direction::RecvOnly,
+            true,
+            &mut egress,
+            &mut wire,
+            now,
+            "cam",
+        ));
+    }
+    peers.push(new_peer(
+        7,
+        51007,
+        Direction::RecvOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "cam",
+    ));
+    peers.push(new_av_peer(
+        8,
+        51008,
+        Direction::SendOnly,
+        false,
+        &mut egress,
+        &mut wire,
+        now,
+        "other",
+    ));
+    peers.push(new_av_peer(
+        9,
+        51009,
+        Direction::RecvOnly,
+        true,
+        &mut egress,
+        &mut wire,
+        now,
+        "other",
+    ));
+    let until = now + Duration::from_secs(3);
+    run_until(
+        until,
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    assert!(egress.take_ended().is_empty(), "nobody ended");
+    assert!(peers.iter().all(|p| p.connected), "every peer connected");
+    assert_eq!(
+        directory.get("cam").and_then(|s| s.video),
+        Some(str0m::format::Codec::Vp8),
+        "the stream knows its video codec"
+    );
+
+    let sent = peers[0].sent;
+    for viewer in &peers[1..6] {
+        let got = &viewer.video_in;
+        assert!(
+            got.len() as u64 >= sent - 10,
+            "{} of {sent} frames",
+            got.len()
+        );
+        // Byte for byte, in order, no duplicates.
+        let first = u64::from_be_bytes(got[0][10..18].try_into().unwrap());
+        for (i, f) in got.iter().enumerate() {
+            assert_eq!(f, &vp8_frame(first + i as u64), "frame {i}");
+        }
+    }
+    assert!(
+        peers[6].video_in.is_empty(),
+        "an audio-only viewer gets no video"
+    );
+    assert!(
+        peers[8].video_in.is_empty(),
+        "another stream's viewer gets none"
+    );
+    let pli = peers[0].keyframe_requests;
+    println!("{sent} frames forwarded to 5 viewers; {pli} keyframe requests reached the publisher");
+    assert!(
+        (1..=3).contains(&pli),
+        "{pli} keyframe requests for 5 viewers joining at once"
+    );
 }

@@ -20,6 +20,10 @@ const MAX_QUEUED: usize = 4096;
 /// `set_read_timeout` refuses zero: the shortest wait we ask for.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
+/// The shortest sleep of `sleep_until`: a bound on its spinning should the `Rtc` keep
+/// asking for a timeout that is already due.
+const MIN_SLEEP: Duration = Duration::from_micros(50);
+
 /// One `Rtc` and the socket its traffic goes through.
 pub(crate) struct Driver {
     rtc: Rtc,
@@ -70,6 +74,29 @@ impl Driver {
         let wait = wake.saturating_duration_since(Instant::now()).max(MIN_WAIT);
         self.socket.set_read_timeout(Some(wait))?;
         self.receive_one(on_event).map(|_| ())
+    }
+
+    /// Sleeps until `until` on a timer (precise to tens of microseconds, unlike a socket's
+    /// read timeout, which the kernel rounds to its tick), waking for the `Rtc`'s timeouts.
+    /// Datagrams that arrive meanwhile wait in the socket's buffer and are fed at each
+    /// wake-up, so nothing is lost; replies are only later by at most one sleep. For a
+    /// sender whose timing matters more than its receiving (a WHIP publisher).
+    pub(crate) fn sleep_until(
+        &mut self,
+        until: Instant,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), ClientError> {
+        loop {
+            // Ends with an `Input::Timeout(now)`: the `Rtc`'s due timers run here.
+            self.take_queued(on_event)?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            let wake = self.next_timeout.min(until);
+            let nap = wake.saturating_duration_since(now).max(MIN_SLEEP);
+            std::thread::sleep(nap.min(until - now));
+        }
     }
 
     /// Feeds every datagram already queued on the socket, without waiting for more: what

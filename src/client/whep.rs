@@ -63,6 +63,24 @@ pub struct PlayReport {
     pub decode_errors: u64,
     /// Whether the connection dropped before `duration` was over.
     pub disconnected: bool,
+    /// When each piece of `pcm` arrived, in order (empty unless `decode`): one entry per
+    /// decoded or concealed packet, so that a sample's arrival time is known (the server
+    /// sends 20 ms packets: one entry per 20 ms frame).
+    pub frame_arrivals: Vec<FrameArrival>,
+}
+
+/// When one decoded piece of a [`PlayReport`]'s `pcm` arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameArrival {
+    /// Where the piece starts in `pcm`, in samples per channel (stereo pairs).
+    pub offset: usize,
+    /// Samples per channel in the piece (960 for a 20 ms packet).
+    pub samples: usize,
+    /// When the datagram that carried it was read from the socket. For a concealed piece,
+    /// the arrival of the packet after the gap (the moment the loss became known).
+    pub at: Instant,
+    /// True when the piece is the decoder's concealment of a lost or undecodable packet.
+    pub concealed: bool,
 }
 
 impl PlayReport {
@@ -278,28 +296,36 @@ impl Viewer {
         let Some(decoder) = self.decoder.as_mut() else {
             return;
         };
+        let at = data.network_time;
         for _ in 0..gap.min(MAX_CONCEAL_FRAMES) {
             if let Ok(samples) = decoder.conceal(&mut self.frame) {
-                append(&mut report.pcm, &self.frame, samples);
+                append(report, &self.frame, samples, at, true);
             }
         }
         match decoder.decode(&data.data, &mut self.frame) {
-            Ok(samples) => append(&mut report.pcm, &self.frame, samples),
+            Ok(samples) => append(report, &self.frame, samples, at, false),
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable Opus packet");
                 report.decode_errors += 1;
                 if let Ok(samples) = decoder.conceal(&mut self.frame) {
-                    append(&mut report.pcm, &self.frame, samples);
+                    append(report, &self.frame, samples, at, true);
                 }
             }
         }
     }
 }
 
-/// Appends the first `samples` stereo samples of `frame` to `pcm`.
-fn append(pcm: &mut Vec<f32>, frame: &Frame, samples: usize) {
+/// Appends the first `samples` stereo samples of `frame` to the report's `pcm` and notes
+/// when they arrived.
+fn append(report: &mut PlayReport, frame: &Frame, samples: usize, at: Instant, concealed: bool) {
     let len = (samples * 2).min(frame.len());
-    pcm.extend_from_slice(&frame[..len]);
+    report.frame_arrivals.push(FrameArrival {
+        offset: report.pcm.len() / 2,
+        samples: len / 2,
+        at,
+        concealed,
+    });
+    report.pcm.extend_from_slice(&frame[..len]);
 }
 
 /// Drops the answer's candidates that this client must not (or cannot) send to: for a

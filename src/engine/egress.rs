@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::media::{Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::Protocol;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -36,6 +37,11 @@ pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(10);
 /// An on-demand stream (created by a publisher) with no input for this long is removed,
 /// and its viewers' sessions end. Long enough for a publisher to reconnect.
 pub const STREAM_GRACE: Duration = Duration::from_secs(30);
+
+/// At most one keyframe request (PLI) to a stream's video publisher per this interval,
+/// however many viewers join or report loss: a crowd joining sends a handful, not
+/// thousands.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// An ICE-lite publisher whose own STUN checks stopped this long ago, while its media keeps
 /// arriving, gets its last check replayed to str0m (see [`Egress::handle_receive`]).
@@ -59,6 +65,11 @@ pub struct StreamMix {
     publishers: usize,
     /// Since when the stream has had no input (on-demand streams only).
     empty_since: Option<Instant>,
+    /// The publisher whose video viewers get, and its codec.
+    video_source: Option<(PeerKey, Codec)>,
+    /// A viewer needs a keyframe (joined, or reported loss), and when we last asked.
+    keyframe_wanted: bool,
+    last_keyframe_request: Option<Instant>,
 }
 
 impl StreamMix {
@@ -75,6 +86,9 @@ impl StreamMix {
             configured: true,
             publishers: 0,
             empty_since: None,
+            video_source: None,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
         }
     }
 
@@ -98,8 +112,9 @@ pub struct PublisherOptions {
 /// What a publisher needs beyond a viewer.
 struct Publisher {
     feed: PublisherFeed,
-    /// The audio m-line, once str0m reports it.
+    /// The audio and video m-lines, once str0m reports them.
     audio: Option<Mid>,
+    video: Option<Mid>,
     /// Our ICE password, to give FFmpeg's checks the PRIORITY str0m requires.
     local_pwd: String,
     ice_lite: bool,
@@ -118,6 +133,11 @@ enum Role {
     Viewer {
         /// The audio m-line and our Opus PT, known once str0m reports the media.
         audio: Option<(Mid, Pt)>,
+        /// The video m-line, if the viewer takes video.
+        video: Option<Mid>,
+        /// The viewer's PT for the current video source's PT: (source, its PT, ours),
+        /// or ours `None` when the viewer has no matching codec.
+        video_pt: Option<(PeerKey, Pt, Option<Pt>)>,
     },
     Publisher(Box<Publisher>),
 }
@@ -132,6 +152,16 @@ struct Viewer {
     added: Instant,
     /// The timeout str0m last asked for, while it has an entry in `timers`.
     next_timeout: Option<Instant>,
+}
+
+/// A publisher's video frame on its way to the stream's viewers.
+struct VideoFrame {
+    stream: usize,
+    from: PeerKey,
+    params: PayloadParams,
+    time: MediaTime,
+    network_time: Instant,
+    data: Arc<[u8]>,
 }
 
 /// A peer (viewer or publisher) that has ended, reported by [`Egress::take_ended`].
@@ -160,6 +190,8 @@ pub struct Egress {
     bitrate: u32,
     /// Room to mend a STUN request (FFmpeg's, see [`stun::add_missing_priority`]).
     stun_scratch: Vec<u8>,
+    /// Video frames received and not yet forwarded (see [`Egress::forward_video`]).
+    video_out: Vec<VideoFrame>,
     metrics: Arc<Metrics>,
 }
 
@@ -187,6 +219,7 @@ impl Egress {
             directory,
             bitrate,
             stun_scratch: vec![0; crate::net::MAX_DATAGRAM + stun::PRIORITY_GROWTH],
+            video_out: Vec::new(),
             metrics,
         }
     }
@@ -249,7 +282,11 @@ impl Egress {
             key,
             rtc,
             stream,
-            role: Role::Viewer { audio: None },
+            role: Role::Viewer {
+                audio: None,
+                video: None,
+                video_pt: None,
+            },
             connected: false,
             added: now,
             next_timeout: None,
@@ -309,6 +346,7 @@ impl Egress {
             role: Role::Publisher(Box::new(Publisher {
                 feed,
                 audio: None,
+                video: None,
                 local_pwd,
                 ice_lite: options.ice_lite,
                 last_check: None,
@@ -448,6 +486,7 @@ impl Egress {
         }
         let alive = self.feed(idx, now, source, destination, data, tx);
         self.stun_scratch = scratch;
+        self.forward_video(now, tx);
         if !alive {
             return;
         }
@@ -544,6 +583,118 @@ impl Egress {
             }
             self.drain(idx, now, tx);
         }
+        self.forward_video(now, tx);
+    }
+
+    /// Sends the video frames publishers delivered to every viewer of their stream that
+    /// takes video, as they arrive (not on the audio tick), without re-encoding: str0m
+    /// repacketizes each frame under the viewer's payload type for the same codec and
+    /// parameters. Frames from a publisher other than the stream's video source are dropped.
+    fn forward_video(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        if self.video_out.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.video_out);
+        for f in &frames {
+            let mut idx = 0;
+            while idx < self.viewers.len() {
+                let v = &mut self.viewers[idx];
+                let Role::Viewer {
+                    video: Some(mid),
+                    video_pt,
+                    ..
+                } = &mut v.role
+                else {
+                    idx += 1;
+                    continue;
+                };
+                if v.stream != f.stream || !v.connected {
+                    idx += 1;
+                    continue;
+                }
+                let pt = match *video_pt {
+                    Some((from, their, ours)) if from == f.from && their == f.params.pt() => ours,
+                    _ => {
+                        let ours = v.rtc.writer(*mid).and_then(|w| w.match_params(f.params));
+                        if ours.is_none() {
+                            tracing::debug!(
+                                key = v.key,
+                                codec = ?f.params.spec().codec,
+                                "viewer has no matching video codec"
+                            );
+                        }
+                        *video_pt = Some((f.from, f.params.pt(), ours));
+                        ours
+                    }
+                };
+                let Some(pt) = pt else {
+                    idx += 1;
+                    continue;
+                };
+                let written = match v.rtc.writer(*mid) {
+                    Some(w) => w.write(pt, f.network_time, f.time, f.data.clone()),
+                    None => Ok(()),
+                };
+                if let Err(e) = written {
+                    let key = v.key;
+                    tracing::debug!(key, "video write failed: {e}");
+                    self.end(key, EndReason::Failed);
+                    continue;
+                }
+                if self.drain(idx, now, tx) {
+                    idx += 1;
+                }
+            }
+        }
+        // Keep the allocation (drains above may have queued more; keep those too).
+        let mut frames = frames;
+        frames.clear();
+        frames.append(&mut self.video_out);
+        self.video_out = frames;
+        if !self.video_out.is_empty() {
+            self.forward_video(now, tx);
+        }
+    }
+
+    /// Asks each stream's video publisher for a keyframe when a viewer needs one, at most
+    /// once per [`KEYFRAME_REQUEST_INTERVAL`].
+    fn request_keyframes(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        for slot in 0..self.streams.len() {
+            let Some(s) = self.streams[slot].as_mut() else {
+                continue;
+            };
+            let Some((source, _)) = s.video_source else {
+                continue;
+            };
+            let due = s
+                .last_keyframe_request
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
+            if !s.keyframe_wanted || !due {
+                continue;
+            }
+            s.keyframe_wanted = false;
+            s.last_keyframe_request = Some(now);
+            let Some(&idx) = self.index.get(&source) else {
+                continue;
+            };
+            let v = &mut self.viewers[idx];
+            let Role::Publisher(p) = &v.role else {
+                continue;
+            };
+            let Some(mid) = p.video else { continue };
+            if let Some(mut w) = v.rtc.writer(mid) {
+                let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                    KeyframeRequestKind::Pli
+                } else {
+                    KeyframeRequestKind::Fir
+                };
+                match w.request_keyframe(None, kind) {
+                    Ok(()) => tracing::debug!(key = source, ?kind, "keyframe requested"),
+                    Err(e) => tracing::debug!(key = source, "keyframe request refused: {e}"),
+                }
+            }
+            self.drain(idx, now, tx);
+        }
     }
 
     /// One 20 ms tick: mix and encode each stream once, then write that packet to every
@@ -571,7 +722,7 @@ impl Egress {
             }
             let s = self.streams[v.stream].as_ref().expect("live stream slot");
             match &v.role {
-                Role::Viewer { audio } => {
+                Role::Viewer { audio, .. } => {
                     if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
                         let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
                         let written = match v.rtc.writer(mid) {
@@ -605,6 +756,8 @@ impl Egress {
         for s in self.streams.iter_mut().flatten() {
             s.media_time += FRAME_SAMPLES as u64;
         }
+        self.request_keyframes(now, tx);
+        self.forward_video(now, tx);
         self.expire_streams(now);
     }
 
@@ -680,13 +833,32 @@ impl Egress {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         v.connected = true;
-                        if let Role::Publisher(p) = &mut v.role {
-                            p.connected_at = Some(now);
+                        match &mut v.role {
+                            Role::Publisher(p) => p.connected_at = Some(now),
+                            Role::Viewer { video: Some(_), .. } => {
+                                // A new viewer of video needs a keyframe to start.
+                                if let Some(s) = self.streams[v.stream].as_mut() {
+                                    s.keyframe_wanted = true;
+                                }
+                            }
+                            Role::Viewer { .. } => {}
                         }
                         tracing::debug!(key, "peer connected");
                     }
+                    Event::KeyframeRequest(_) => {
+                        // A viewer lost video: coalesced into one request to the source.
+                        if let Some(s) = self.streams[v.stream].as_mut() {
+                            s.keyframe_wanted = true;
+                        }
+                    }
                     Event::MediaAdded(m) => match &mut v.role {
-                        Role::Viewer { audio } if m.kind == MediaKind::Audio => {
+                        Role::Viewer { video, .. } if m.kind == MediaKind::Video => {
+                            *video = Some(m.mid);
+                        }
+                        Role::Publisher(p) if m.kind == MediaKind::Video => {
+                            p.video = Some(m.mid);
+                        }
+                        Role::Viewer { audio, .. } if m.kind == MediaKind::Audio => {
                             let pt = v.rtc.writer(m.mid).and_then(|w| {
                                 w.payload_params()
                                     .find(|p| p.spec().codec == str0m::format::Codec::Opus)
@@ -712,9 +884,32 @@ impl Egress {
                                 let seq = d.seq_range.start().as_u16();
                                 let ts = d.time.numer() as u32;
                                 p.feed.push(seq, ts, &d.data, now);
-                            } else {
-                                // Video: received, not yet forwarded (the next step).
+                            } else if Some(d.mid) == p.video {
                                 p.video_frames += 1;
+                                // The stream's video source: the first publisher that sends
+                                // video; when it leaves, the next one that does.
+                                let s = self.streams[v.stream].as_mut().expect("live stream slot");
+                                let codec = d.params.spec().codec;
+                                let is_source = match s.video_source {
+                                    None => {
+                                        tracing::info!(key, stream = %s.name, ?codec, "video source");
+                                        s.video_source = Some((key, codec));
+                                        s.keyframe_wanted = true;
+                                        self.directory.set_video(&s.name, Some(codec));
+                                        true
+                                    }
+                                    Some((k, _)) => k == key,
+                                };
+                                if is_source {
+                                    self.video_out.push(VideoFrame {
+                                        stream: v.stream,
+                                        from: key,
+                                        params: d.params,
+                                        time: d.time,
+                                        network_time: d.network_time,
+                                        data: d.data,
+                                    });
+                                }
                             }
                         }
                     }
@@ -756,13 +951,25 @@ impl Egress {
         match &v.role {
             Role::Viewer { .. } => self.metrics.viewer_removed(&s.name, reason),
             Role::Publisher(p) => {
+                if s.video_source.is_some_and(|(k, _)| k == key) {
+                    s.video_source = None;
+                    self.directory.set_video(&s.name, None);
+                }
                 s.publishers = s.publishers.saturating_sub(1);
                 self.directory.set_publishers(&s.name, s.publishers);
                 self.metrics.publisher_removed(&s.name, reason);
+                let st = p.feed.monitor().stats();
                 tracing::info!(
                     key,
                     stream = %s.name,
                     reason = reason.as_str(),
+                    packets = st.packets,
+                    lost = st.lost,
+                    fec_recovered = st.fec_recovered,
+                    concealed = st.concealed,
+                    late = st.late,
+                    drift_fixes = st.dropped_for_drift + st.inserted_for_drift,
+                    delay_ms = st.target_delay.as_millis() as u64,
                     video_frames = p.video_frames,
                     "publisher left"
                 );

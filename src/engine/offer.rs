@@ -122,6 +122,25 @@ pub fn accept(
     candidates: &[SocketAddr],
     now: Instant,
 ) -> Result<Negotiated, OfferError> {
+    accept_with_video(offer, role, candidates, now, None)
+}
+
+/// The video codecs we receive from publishers and forward to viewers (never decoded).
+/// H265 and AV1 only where str0m can carry them.
+pub const VIDEO_CODECS: [Codec; 5] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1, Codec::H265];
+
+/// [`accept`], for a viewer of a stream whose video is `video` (the codec its video
+/// publisher sends): the answer then accepts only that codec, so the viewer is offered
+/// exactly what it will get; a viewer that cannot take it gets an answer without video
+/// (its video m-section rejected). `None` (no video yet): every codec of
+/// [`VIDEO_CODECS`] the viewer offers.
+pub fn accept_with_video(
+    offer: &str,
+    role: Role,
+    candidates: &[SocketAddr],
+    now: Instant,
+    video: Option<Codec>,
+) -> Result<Negotiated, OfferError> {
     if !offer.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("an SDP offer starts with v=0".into()));
     }
@@ -131,17 +150,19 @@ pub fn accept(
     let ice_lite = role == Role::Publisher && needs_ice_lite(offer);
 
     let mut builder = Rtc::builder().clear_codecs().set_ice_lite(ice_lite);
+    // Video is received from publishers and forwarded to viewers untouched: the codecs
+    // OBS, FFmpeg and browsers send.
+    let wanted = |c: Codec| video.is_none_or(|v| v == c);
+    builder = builder
+        .enable_h264(wanted(Codec::H264))
+        .enable_vp8(wanted(Codec::Vp8))
+        .enable_vp9(wanted(Codec::Vp9))
+        .enable_av1(wanted(Codec::Av1))
+        .enable_h265(wanted(Codec::H265));
     if role == Role::Publisher {
-        // Publishers' video is received (and, next, forwarded untouched): the codecs OBS,
-        // FFmpeg and browsers send. Audio is released packet by packet as it arrives; the
-        // publisher's jitter buffer does the reordering and concealment.
-        builder = builder
-            .enable_h264(true)
-            .enable_vp8(true)
-            .enable_vp9(true)
-            .enable_av1(true)
-            .enable_h265(true)
-            .set_reordering_size_audio(0);
+        // Audio is released packet by packet as it arrives; the publisher's jitter buffer
+        // does the reordering and concealment.
+        builder = builder.set_reordering_size_audio(0);
     }
     builder.codec_config().add_config(
         PT_OPUS.into(),

@@ -23,8 +23,27 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// The addresses to advertise as host candidates for a socket bound to `bound`:
 /// that address alone, or for an unspecified bind every usable interface address
-/// (loopback included), then `public` (NAT 1:1) on the same port.
+/// (loopback included), and `public` (NAT 1:1) on the same port.
+///
+/// Ordered by how likely a client can reach them: the operator's public addresses first,
+/// then interface addresses, loopback last. Order matters: FFmpeg's WHIP muxer uses only
+/// the first host candidate of the answer.
 pub fn candidate_addrs(bound: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut out = gather(bound, public);
+    // Stable: within a rank, interface order is kept.
+    out.sort_by_key(|a| {
+        if public.contains(&a.ip()) {
+            0
+        } else if a.ip().is_loopback() {
+            2
+        } else {
+            1
+        }
+    });
+    out
+}
+
+fn gather(bound: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
     let port = bound.port();
     let mut out: Vec<SocketAddr> = Vec::new();
     if bound.ip().is_unspecified() {
@@ -70,7 +89,8 @@ mod tests {
         let p: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(
             candidate_addrs(b, &[p]),
-            vec![b, "203.0.113.7:8189".parse().unwrap()]
+            vec!["203.0.113.7:8189".parse().unwrap(), b],
+            "a public address comes first"
         );
     }
 
@@ -80,5 +100,9 @@ mod tests {
         let c = candidate_addrs(b, &[]);
         assert!(c.contains(&"127.0.0.1:8189".parse().unwrap()), "{c:?}");
         assert!(c.iter().all(|a| a.is_ipv4()));
+        assert!(
+            c.last().is_some_and(|a| a.ip().is_loopback()),
+            "loopback last: {c:?}"
+        );
     }
 }

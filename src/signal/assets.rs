@@ -32,7 +32,8 @@ pub async fn style_css() -> impl IntoResponse {
 }
 
 /// `GET /api/streams`:
-/// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"sources":[…]}]}`
+/// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"video":"vp8"|null,
+/// "sources":[…]}]}`
 pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
     let streams: Vec<serde_json::Value> = state
         .0
@@ -45,6 +46,7 @@ pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
                 "name": name,
                 "publishers": s.publishers,
                 "configured": s.configured,
+                "video": s.video.map(|c| c.to_string()),
                 "sources": s.sources,
             })
         })

@@ -75,7 +75,11 @@ pub fn find_binary() -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-/// A running headless Chromium with one page.
+/// One page (tab) of a [`Chromium`]: its CDP session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page(String);
+
+/// A running headless Chromium with one or more pages, one of them current.
 pub struct Chromium {
     child: Arc<Mutex<Child>>,
     profile: tempfile::TempDir,
@@ -121,24 +125,41 @@ impl Chromium {
             next_id: 0,
             console: Vec::new(),
         };
-        let target = chromium.browser_command(
+        chromium.open_page()?;
+        Ok(chromium)
+    }
+
+    /// Opens another blank page (a tab) and makes it the current one: `navigate`,
+    /// `evaluate` and the rest then act on it. Returns it, for [`Chromium::switch_to`].
+    pub fn open_page(&mut self) -> Result<Page, CdpError> {
+        let target = self.browser_command(
             "Target.createTarget",
             json!({ "url": "about:blank" }),
             COMMAND_TIMEOUT,
         )?;
         let target_id = target["targetId"].clone();
-        let attached = chromium.browser_command(
+        let attached = self.browser_command(
             "Target.attachToTarget",
             json!({ "targetId": target_id, "flatten": true }),
             COMMAND_TIMEOUT,
         )?;
-        chromium.session = attached["sessionId"]
+        self.session = attached["sessionId"]
             .as_str()
             .ok_or_else(|| CdpError::Connection("attachToTarget gave no sessionId".into()))?
             .to_owned();
-        chromium.command("Runtime.enable", json!({}), COMMAND_TIMEOUT)?;
-        chromium.command("Page.enable", json!({}), COMMAND_TIMEOUT)?;
-        Ok(chromium)
+        self.command("Runtime.enable", json!({}), COMMAND_TIMEOUT)?;
+        self.command("Page.enable", json!({}), COMMAND_TIMEOUT)?;
+        Ok(Page(self.session.clone()))
+    }
+
+    /// The current page.
+    pub fn current_page(&self) -> Page {
+        Page(self.session.clone())
+    }
+
+    /// Makes `page` the current page.
+    pub fn switch_to(&mut self, page: &Page) {
+        self.session = page.0.clone();
     }
 
     /// Loads `url` in the page and waits until its document has loaded.

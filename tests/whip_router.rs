@@ -1,0 +1,393 @@
+//! The WHIP endpoint through the HTTP router without a socket (`oneshot`): sessions,
+//! streams on demand, and who may publish (the loopback rule and Bearer tokens, also for
+//! reading over WHEP).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use crossbeam_channel::Receiver;
+use mixcast::config::{AuthConfig, TokenRules};
+use mixcast::media::tx::TxCommand;
+use mixcast::metrics::Metrics;
+use mixcast::net::DemuxCommand;
+use mixcast::sessions::Sessions;
+use mixcast::signal::auth::Secret;
+use mixcast::signal::{app, AppState, Shared, TxHandle};
+use mixcast::streams::StreamDirectory;
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+use tower::ServiceExt;
+
+struct Harness {
+    state: AppState,
+    commands: Receiver<TxCommand>,
+    _demux: Receiver<DemuxCommand>,
+}
+
+fn harness(auth: AuthConfig, max_publishers: usize) -> Harness {
+    let (cmd_tx, commands) = crossbeam_channel::bounded(64);
+    let (demux, demux_rx) = crossbeam_channel::bounded(64);
+    let state = AppState(Arc::new(Shared {
+        directory: Arc::new(StreamDirectory::new([(
+            "live".to_string(),
+            vec!["tone".to_string()],
+        )])),
+        auth,
+        candidates: vec!["127.0.0.1:8189".parse().unwrap()],
+        ice_servers: Vec::new(),
+        max_viewers: 100,
+        max_publishers,
+        sessions: Arc::new(Sessions::default()),
+        metrics: Arc::new(Metrics::default()),
+        tx: TxHandle {
+            commands: cmd_tx,
+            thread: std::thread::current(),
+        },
+        demux,
+        next_key: AtomicU64::new(1),
+    }));
+    Harness {
+        state,
+        commands,
+        _demux: demux_rx,
+    }
+}
+
+/// A real offer from a str0m client: audio (and optionally video) in `direction`.
+fn offer(direction: Direction, video: bool) -> String {
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, direction, None, None, None);
+    if video {
+        api.add_media(MediaKind::Video, direction, None, None, None);
+    }
+    let (offer, _pending) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+const LOOPBACK: &str = "127.0.0.1:40000";
+const REMOTE: &str = "192.0.2.7:40000";
+
+fn post(uri: &str, from: Option<&str>, token: Option<&str>, body: String) -> Request<Body> {
+    let mut req = Request::post(uri).header(header::CONTENT_TYPE, "application/sdp");
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let mut req = req.body(Body::from(body)).unwrap();
+    if let Some(addr) = from {
+        let addr: SocketAddr = addr.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
+    req
+}
+
+async fn send(r: &Router, req: Request<Body>) -> Response<Body> {
+    r.clone().oneshot(req).await.unwrap()
+}
+
+async fn body_text(res: Response<Body>) -> String {
+    let b = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+fn hdr<'a>(res: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    res.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn tokens(default: &[&str], per_stream: &[(&str, &str)]) -> TokenRules {
+    let mut rules = TokenRules {
+        default: default.iter().map(|t| Secret::new(t).unwrap()).collect(),
+        ..Default::default()
+    };
+    for (stream, t) in per_stream {
+        rules
+            .per_stream
+            .entry(stream.to_string())
+            .or_default()
+            .push(Secret::new(t).unwrap());
+    }
+    rules
+}
+
+#[tokio::test]
+async fn a_publisher_creates_its_stream() {
+    let h = harness(AuthConfig::default(), 8);
+    let r = app(h.state.clone());
+    assert_eq!(
+        send(&r, Request::get("/mic/whep").body(Body::empty()).unwrap())
+            .await
+            .status(),
+        StatusCode::NOT_FOUND,
+        "no stream before its publisher"
+    );
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, true),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let loc = hdr(&res, "location").unwrap().to_string();
+    assert!(loc.starts_with("/mic/whip/"), "{loc}");
+    let etag = hdr(&res, "etag").unwrap();
+    assert!(etag.starts_with('"') && etag != "\"*\"");
+    let answer = body_text(res).await;
+    assert!(
+        answer.contains("a=recvonly"),
+        "a WHIP answer receives: {answer}"
+    );
+    assert!(!answer.contains("a=sendonly"), "{answer}");
+    assert!(
+        answer.contains("m=video 9"),
+        "the video is accepted: {answer}"
+    );
+    assert!(answer.contains("127.0.0.1 8189 typ host"));
+    // One fingerprint, sha-256 (libdatachannel fails when offered several hashes); str0m
+    // repeats it in each m-section.
+    let fingerprints: std::collections::BTreeSet<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=fingerprint:"))
+        .collect();
+    assert_eq!(fingerprints.len(), 1, "{answer}");
+    assert!(fingerprints
+        .iter()
+        .all(|f| f.starts_with("a=fingerprint:sha-256 ")));
+    match h.commands.try_recv() {
+        Ok(TxCommand::AddPublisher {
+            stream, options, ..
+        }) => {
+            assert_eq!(stream, "mic");
+            assert_eq!(options.gain, 1.0);
+            assert!(!options.ice_lite, "full ICE for a non-FFmpeg client");
+        }
+        _ => panic!("no AddPublisher"),
+    }
+    // Viewers may join the new stream at once.
+    assert_eq!(
+        send(&r, Request::get("/mic/whep").body(Body::empty()).unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The session lives under its own endpoint only.
+    let id = loc.rsplit('/').next().unwrap();
+    let res = send(
+        &r,
+        Request::delete(format!("/mic/whep/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = send(&r, Request::delete(&loc).body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(matches!(
+        h.commands.try_recv(),
+        Ok(TxCommand::RemoveViewer { .. })
+    ));
+}
+
+#[tokio::test]
+async fn whip_errors() {
+    let h = harness(AuthConfig::default(), 1);
+    let r = app(h.state.clone());
+    let mut req = post(
+        "/mic/whip",
+        Some(LOOPBACK),
+        None,
+        offer(Direction::SendOnly, false),
+    );
+    req.headers_mut()
+        .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    assert_eq!(
+        send(&r, req).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let res = send(
+        &r,
+        post("/mic/whip", Some(LOOPBACK), None, "v=0 nonsense".into()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // An offer that only wants to receive is not a publisher.
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::RecvOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = send(
+        &r,
+        post(
+            "/a%20b/whip",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "not a stream name");
+    let res = send(
+        &r,
+        post(
+            "/mic/whip?gain=9",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = send(
+        &r,
+        post(
+            "/mic/whip?gain=0.5",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(matches!(
+        h.commands.try_recv(),
+        Ok(TxCommand::AddPublisher { options, .. }) if options.gain == 0.5
+    ));
+    // max_publishers = 1
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(hdr(&res, "retry-after").is_some());
+    // OPTIONS and GET on the endpoint.
+    let res = send(
+        &r,
+        Request::options("/mic/whip").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(hdr(&res, "accept-post"), Some("application/sdp"));
+    let res = send(&r, Request::get("/new/whip").body(Body::empty()).unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_publishes() {
+    let h = harness(AuthConfig::default(), 8);
+    let r = app(h.state.clone());
+    for from in [Some(REMOTE), None] {
+        let res = send(
+            &r,
+            post("/mic/whip", from, None, offer(Direction::SendOnly, false)),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "from {from:?}");
+        let detail = body_text(res).await;
+        assert!(detail.contains("--publish-token"), "{detail}");
+    }
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some("[::1]:5000"),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // The operator's explicit flag opens it.
+    let open = AuthConfig {
+        allow_public_publish: true,
+        ..Default::default()
+    };
+    let h = harness(open, 8);
+    let r = app(h.state.clone());
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some(REMOTE),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn bearer_tokens_for_publishing_and_reading() {
+    let auth = AuthConfig {
+        publish: tokens(&["pub-all"], &[("studio", "pub-studio")]),
+        read: tokens(&[], &[("live", "read-live")]),
+        allow_public_publish: false,
+    };
+    let h = harness(auth, 8);
+    let r = app(h.state.clone());
+    let sdp = || offer(Direction::SendOnly, false);
+    // A configured token is required, even from loopback.
+    let res = send(&r, post("/mic/whip", Some(LOOPBACK), None, sdp())).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(hdr(&res, "www-authenticate"), Some("Bearer"));
+    let res = send(&r, post("/mic/whip", Some(REMOTE), Some("wrong"), sdp())).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = send(&r, post("/mic/whip", Some(REMOTE), Some("pub-all"), sdp())).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "the token lets a remote client in"
+    );
+    // A stream's own token replaces the general one.
+    let res = send(
+        &r,
+        post("/studio/whip", Some(REMOTE), Some("pub-all"), sdp()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = send(
+        &r,
+        post("/studio/whip", Some(REMOTE), Some("pub-studio"), sdp()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Reading: `live` needs its read token, `mic` (created above) is open.
+    let view = || offer(Direction::RecvOnly, false);
+    let res = send(&r, post("/live/whep", Some(REMOTE), None, view())).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(hdr(&res, "www-authenticate"), Some("Bearer"));
+    let res = send(
+        &r,
+        post("/live/whep", Some(REMOTE), Some("read-live"), view()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = send(&r, post("/mic/whep", Some(REMOTE), None, view())).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
