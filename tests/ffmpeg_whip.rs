@@ -192,11 +192,10 @@ fn publish_and_listen(test: &str, stream: &str, cert: Option<&certs::Pem>) {
     server.shutdown();
 }
 
+/// FFmpeg with its own certificate: built with GnuTLS (PyAV's wheels, Debian's ffmpeg) it
+/// makes an ECDSA P-224 one, which dimpl alone refuses ("unsupported EC curve");
+/// `net::dtls` verifies it.
 #[test]
-#[ignore = "FFmpeg 8 built with GnuTLS (PyAV's wheels, Debian's ffmpeg) makes an ECDSA \
-            P-224 DTLS certificate; str0m 0.25's DTLS (dimpl 0.9) verifies only P-256 and \
-            P-384: 'DTLS error: crypto error: unsupported EC curve' (fix: \
-            tests/interop/proposed-dtls-p224.patch)"]
 fn ffmpeg_publishes_stereo_tone_and_h264() {
     publish_and_listen("ffmpeg_publishes_stereo_tone_and_h264", "ffmpeg", None);
 }
