@@ -142,7 +142,8 @@ fn watch_then_publish(browser: &mut Chromium, addr: SocketAddr) -> Result<(), St
     let viewer = browser.current_page();
     browser
         .wait_for(
-            "mixcastTest.state('studio') === 'connected' || mixcastTest.state('studio')",
+            "!['idle', 'connecting'].includes(mixcastTest.state('studio'))\
+             && mixcastTest.state('studio')",
             Instant::now() + Duration::from_secs(15),
             "the viewer of studio to connect",
         )
