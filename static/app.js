@@ -1,12 +1,15 @@
 // mixcast's web page: the list of streams, a WHEP player for each, and a WHIP publisher
-// that sends the microphone to a stream.
+// that sends the microphone (and the camera, if asked) to a stream.
 //
 // Plain ES module, no build step, no external fetch: the page must work offline.
-// A player is one RTCPeerConnection receiving the stream's stereo Opus mix, an <audio>
-// element that plays it, and a WebAudio graph (source -> splitter -> one analyser per
-// channel) that drives the level meters and the tests' frequency checks. The publisher is
-// one RTCPeerConnection sending the microphone's track, with the same kind of graph on
-// the local track: its meters show what is sent.
+// A player is one RTCPeerConnection receiving the stream's stereo Opus mix and its video
+// (if it has any), an <audio> element that plays the mix, a muted <video> element that
+// shows the picture, and a WebAudio graph (source -> splitter -> one analyser per
+// channel) that drives the level meters and the tests' frequency checks. WHEP has no
+// renegotiation, so the player always asks for video: a stream's video may start long
+// after its audio. The publisher is one RTCPeerConnection sending the microphone's track
+// (and the camera's), with the same kind of graph on the local audio: its meters show
+// what is sent.
 //
 // `/?play=NAME` starts playing NAME at load (repeatable); `window.mixcastTest` exposes
 // the players and the publisher to automated tests.
@@ -175,6 +178,8 @@ class WhepPlayer extends EventTarget {
   notice = null;
   /** The HTTP status of the last DELETE of a session, or null. */
   deleteStatus = null;
+  /** Whether video frames are arriving and shown (the track is live and has a size). */
+  hasVideo = false;
 
   #pc = null;
   #sessionUrl = null;
@@ -182,11 +187,16 @@ class WhepPlayer extends EventTarget {
   #analysers = [];
   #connectTimer = null;
   #rate = new RateMeter();
+  #videoRate = new RateMeter();
 
-  constructor(stream, audioElement) {
+  constructor(stream, audioElement, videoElement) {
     super();
     this.stream = stream;
     this.audio = audioElement;
+    this.video = videoElement;
+    for (const event of ["resize", "loadeddata", "playing", "emptied"]) {
+      this.video.addEventListener(event, () => this.#checkVideo());
+    }
   }
 
   get playing() {
@@ -199,12 +209,16 @@ class WhepPlayer extends EventTarget {
     const pc = new RTCPeerConnection();
     this.#pc = pc;
     this.#rate = new RateMeter();
+    this.#videoRate = new RateMeter();
     this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
-    this.#set({ state: "connecting", error: null, notice: null });
+    this.#set({ state: "connecting", error: null, notice: null, hasVideo: false });
 
     pc.addTransceiver("audio", { direction: "recvonly" });
+    // Asked for even when the stream has no video yet: it may start later, and WHEP
+    // cannot add it then. A server without video for us rejects the m-section.
+    pc.addTransceiver("video", { direction: "recvonly" });
     pc.addEventListener("track", (event) => this.#onTrack(event));
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
     this.#connectTimer = setTimeout(() => {
@@ -317,6 +331,45 @@ class WhepPlayer extends EventTarget {
     };
   }
 
+  /** The inbound video RTP numbers from getStats, or null while no video has come. */
+  async videoStats() {
+    const pc = this.#pc;
+    if (!pc) return null;
+    const report = await pc.getStats();
+    let inbound = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+    });
+    if (!inbound) return null;
+    const bytes = inbound.bytesReceived ?? 0;
+    return {
+      packetsReceived: inbound.packetsReceived ?? 0,
+      packetsLost: inbound.packetsLost ?? 0,
+      bytesReceived: bytes,
+      bitrate: this.#videoRate.update(bytes, inbound.timestamp),
+      framesReceived: inbound.framesReceived ?? 0,
+      framesDecoded: inbound.framesDecoded ?? 0,
+      keyFramesDecoded: inbound.keyFramesDecoded ?? 0,
+      framesDropped: inbound.framesDropped ?? 0,
+      frameWidth: inbound.frameWidth ?? 0,
+      frameHeight: inbound.frameHeight ?? 0,
+      framesPerSecond: inbound.framesPerSecond ?? null,
+      pliCount: inbound.pliCount ?? 0,
+      firCount: inbound.firCount ?? 0,
+      nackCount: inbound.nackCount ?? 0,
+      codec: codecOf(report, inbound),
+    };
+  }
+
+  /** What the <video> element shows: { shown, width, height } (0 × 0 before a frame). */
+  videoShown() {
+    return {
+      shown: this.hasVideo,
+      width: this.video.videoWidth,
+      height: this.video.videoHeight,
+    };
+  }
+
   /** Per channel: { rms, peak } of the last METER_WINDOW samples, or [] before audio. */
   levels() {
     return measureLevels(this.#analysers);
@@ -330,8 +383,14 @@ class WhepPlayer extends EventTarget {
   }
 
   #onTrack(event) {
+    if (event.track.kind === "video") {
+      this.#onVideoTrack(event.track);
+      return;
+    }
     if (event.track.kind !== "audio") return;
-    const stream = event.streams[0] ?? new MediaStream([event.track]);
+    // The audio alone: the server's stream may carry the video track too, which has its
+    // own element.
+    const stream = new MediaStream([event.track]);
     // Chrome pulls remote WebRTC audio only for a playing media element; WebAudio then
     // taps the same stream for the meters.
     this.audio.srcObject = stream;
@@ -344,6 +403,26 @@ class WhepPlayer extends EventTarget {
     if (context.state !== "running") {
       context.resume().catch(() => {});
     }
+  }
+
+  /** The video track comes with the answer, muted until the first packets; the picture
+   * shows once a frame has a size, and the placeholder returns while the track is muted
+   * (the publisher stopped sending). */
+  #onVideoTrack(track) {
+    track.addEventListener("mute", () => this.#checkVideo());
+    track.addEventListener("unmute", () => this.#checkVideo());
+    track.addEventListener("ended", () => this.#checkVideo());
+    this.video.srcObject = new MediaStream([track]);
+    // Muted, so autoplay is always allowed.
+    this.video.play().catch(() => {});
+    this.#checkVideo();
+  }
+
+  #checkVideo() {
+    const track = this.video.srcObject?.getVideoTracks()[0];
+    const hasVideo =
+      !!track && track.readyState === "live" && !track.muted && this.video.videoWidth > 0;
+    if (hasVideo !== this.hasVideo) this.#set({ hasVideo });
   }
 
   #onConnectionState(pc) {
@@ -382,6 +461,8 @@ class WhepPlayer extends EventTarget {
     this.#audioContext?.close().catch(() => {});
     this.#audioContext = null;
     this.audio.srcObject = null;
+    this.video.srcObject = null;
+    this.hasVideo = false;
   }
 
   #set(changes) {
@@ -390,9 +471,10 @@ class WhepPlayer extends EventTarget {
   }
 }
 
-/** The microphone published to one stream over WHIP: one RTCPeerConnection sending one
- * audio track, and an analyser per channel on that track (what is sent, before Opus).
- * Fires "change" whenever state or error changes. */
+/** The microphone (and optionally the camera) published to one stream over WHIP: one
+ * RTCPeerConnection sending one audio track (and one video track), and an analyser per
+ * channel on the audio track (what is sent, before Opus). Fires "change" whenever state
+ * or error changes. */
 class WhipPublisher extends EventTarget {
   /** "idle" | "capturing" | "connecting" | "connected" | "disconnected" | "stopping" |
    * "stopped" | "failed" */
@@ -408,6 +490,12 @@ class WhipPublisher extends EventTarget {
   stereo = null;
   /** The HTTP status of the last DELETE of a session, or null. */
   deleteStatus = null;
+  /** Whether the camera is sent too. */
+  camera = false;
+  /** Whether the answer accepted our video (null before the answer or without camera). */
+  videoAccepted = null;
+  /** The captured media (microphone, and camera if asked), for a preview; or null. */
+  media = null;
 
   #pc = null;
   #media = null;
@@ -417,31 +505,42 @@ class WhipPublisher extends EventTarget {
   #analysers = [];
   #connectTimer = null;
   #rate = new RateMeter();
+  #videoRate = new RateMeter();
 
   get publishing() {
     return this.#pc !== null;
   }
 
-  /** Captures the microphone, sends the offer and applies the answer. Resolves then, or
-   * on failure (see `state` and `error`); the connection comes up on its own.
+  /** Captures the microphone (and the camera if `camera`), sends the offer and applies
+   * the answer. Resolves then, or on failure (see `state` and `error`); the connection
+   * comes up on its own.
    *
    * Voice processing (echo cancellation, noise suppression, automatic gain) is off unless
    * asked for: it treats a steady tone or music as noise, and mixcast mixes music. */
-  async publish(stream, token, { voiceProcessing = false } = {}) {
+  async publish(stream, token, { voiceProcessing = false, camera = false } = {}) {
     if (this.#pc) return;
     const pc = new RTCPeerConnection();
     this.#pc = pc;
     const headers = token ? { Authorization: `Bearer ${token}` } : {};
     this.#headers = headers;
     this.#rate = new RateMeter();
+    this.#videoRate = new RateMeter();
     this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
-    this.#set({ state: "capturing", error: null, stream, channels: 0, stereo: null });
+    this.#set({
+      state: "capturing",
+      error: null,
+      stream,
+      channels: 0,
+      stereo: null,
+      camera,
+      videoAccepted: null,
+    });
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
 
     try {
-      const media = await captureMicrophone(voiceProcessing);
+      const media = await captureMedia(voiceProcessing, camera);
       if (this.#pc !== pc) {
         // Stopped while the browser asked for the microphone.
         media.getTracks().forEach((track) => track.stop());
@@ -453,10 +552,19 @@ class WhipPublisher extends EventTarget {
       track.addEventListener("ended", () => {
         this.#fail(pc, new UserError("the microphone stopped (unplugged or taken away)"));
       });
+      const [videoTrack] = media.getVideoTracks();
+      if (camera && !videoTrack) throw new UserError("the camera gave no video track");
+      videoTrack?.addEventListener("ended", () => {
+        this.#fail(pc, new UserError("the camera stopped (unplugged or taken away)"));
+      });
       const channels = track.getSettings().channelCount === 2 ? 2 : 1;
-      this.#analysers = createAnalysers(this.#audioContext, media, channels);
+      this.#analysers = createAnalysers(
+        this.#audioContext,
+        new MediaStream([track]),
+        channels,
+      );
       if (this.#audioContext.state !== "running") this.#audioContext.resume().catch(() => {});
-      this.#set({ state: "connecting", channels });
+      this.#set({ state: "connecting", channels, media });
       // Counted from here: the permission prompt may take the user any time.
       this.#connectTimer = setTimeout(() => {
         if (this.#pc === pc && pc.connectionState !== "connected") {
@@ -470,6 +578,7 @@ class WhipPublisher extends EventTarget {
       }, CONNECT_TIMEOUT_MS);
 
       pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
+      if (videoTrack) pc.addTransceiver(videoTrack, { direction: "sendonly", streams: [media] });
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
       if (this.#pc !== pc) return;
@@ -492,7 +601,10 @@ class WhipPublisher extends EventTarget {
       }
       this.#sessionUrl = sessionUrl;
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      this.#set({ stereo: opusStereoIn(answer) });
+      this.#set({
+        stereo: opusStereoIn(answer),
+        videoAccepted: videoTrack ? videoAcceptedIn(answer) : null,
+      });
     } catch (err) {
       this.#fail(pc, err);
     }
@@ -535,7 +647,8 @@ class WhipPublisher extends EventTarget {
     this.#close();
   }
 
-  /** The outbound audio RTP numbers from getStats, or null before there are any. */
+  /** The outbound audio RTP numbers from getStats (and the video's, under `video`, null
+   * without camera), or null before there are any. */
   async stats() {
     const pc = this.#pc;
     if (!pc) return null;
@@ -543,13 +656,16 @@ class WhipPublisher extends EventTarget {
     let outbound = null;
     let remote = null;
     let source = null;
+    let video = null;
     report.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") video = s;
       if (s.kind !== "audio") return;
       if (s.type === "outbound-rtp") outbound = s;
       if (s.type === "remote-inbound-rtp") remote = s;
       if (s.type === "media-source") source = s;
     });
     if (!outbound) return null;
+    const videoBytes = video?.bytesSent ?? 0;
     const bytes = outbound.bytesSent ?? 0;
     return {
       packetsSent: outbound.packetsSent ?? 0,
@@ -561,6 +677,21 @@ class WhipPublisher extends EventTarget {
       audioLevel: source?.audioLevel ?? null,
       totalAudioEnergy: source?.totalAudioEnergy ?? 0,
       codec: codecOf(report, outbound),
+      video: video && {
+        packetsSent: video.packetsSent ?? 0,
+        bytesSent: videoBytes,
+        bitrate: this.#videoRate.update(videoBytes, video.timestamp),
+        framesEncoded: video.framesEncoded ?? 0,
+        framesSent: video.framesSent ?? 0,
+        keyFramesEncoded: video.keyFramesEncoded ?? 0,
+        frameWidth: video.frameWidth ?? 0,
+        frameHeight: video.frameHeight ?? 0,
+        framesPerSecond: video.framesPerSecond ?? null,
+        pliCount: video.pliCount ?? 0,
+        firCount: video.firCount ?? 0,
+        qualityLimitationReason: video.qualityLimitationReason ?? null,
+        codec: codecOf(report, video),
+      },
     };
   }
 
@@ -607,6 +738,7 @@ class WhipPublisher extends EventTarget {
     this.#pc = null;
     this.#media?.getTracks().forEach((track) => track.stop());
     this.#media = null;
+    this.media = null;
     this.#sessionUrl = null;
     this.#analysers = [];
     this.#audioContext?.close().catch(() => {});
@@ -619,10 +751,12 @@ class WhipPublisher extends EventTarget {
   }
 }
 
-/** Asks for the microphone, in stereo where it has two channels. */
-async function captureMicrophone(voiceProcessing) {
+/** Asks for the microphone, in stereo where it has two channels, and for the camera if
+ * `camera` (at most 1280 × 720 and 30 fps: a WebRTC stream, not a recording). */
+async function captureMedia(voiceProcessing, camera) {
+  const what = camera ? "microphone and camera" : "microphone";
   if (!navigator.mediaDevices?.getUserMedia) {
-    throw new UserError("this browser cannot capture audio here (it needs https or localhost)");
+    throw new UserError(`this browser cannot capture the ${what} here (it needs https or localhost)`);
   }
   try {
     return await navigator.mediaDevices.getUserMedia({
@@ -632,16 +766,32 @@ async function captureMicrophone(voiceProcessing) {
         noiseSuppression: voiceProcessing,
         autoGainControl: voiceProcessing,
       },
-      video: false,
+      video: camera
+        ? { width: { max: 1280 }, height: { max: 720 }, frameRate: { max: 30 } }
+        : false,
     });
   } catch (err) {
     const why = {
       NotAllowedError: "permission denied",
-      NotFoundError: "no microphone found",
-      NotReadableError: "the microphone is in use or unavailable",
+      NotFoundError: camera ? "no microphone or no camera found" : "no microphone found",
+      NotReadableError: `the ${what} is in use or unavailable`,
+      OverconstrainedError: "the camera cannot send 1280 × 720 or less",
     }[err?.name];
-    throw new UserError(`cannot use the microphone: ${why ?? messageOf(err)}`);
+    throw new UserError(`cannot use the ${what}: ${why ?? messageOf(err)}`);
   }
+}
+
+/** Whether an answer's video m-section is accepted (a non-zero port). */
+function videoAcceptedIn(sdp) {
+  return /^m=video [1-9]\d* /m.test(sdp);
+}
+
+/** A video stats entry as "640×480 · 30 fps · VP8", or "–". */
+function describeVideo(video) {
+  if (!video || !video.frameWidth) return "–";
+  const fps = video.framesPerSecond === null ? "" : ` · ${formatNumber(video.framesPerSecond)} fps`;
+  const codec = video.codec ? ` · ${video.codec.mimeType.replace(/^video\//, "")}` : "";
+  return `${video.frameWidth}×${video.frameHeight}${fps}${codec}`;
 }
 
 function messageOf(err) {
@@ -678,13 +828,16 @@ class StreamCard {
       play: $(".play"),
       stop: $(".stop"),
       error: $(".error"),
+      screen: $(".screen"),
+      picture: $(".picture"),
+      noVideo: $(".no-video"),
       meters: [...this.root.querySelectorAll(".meter-row")].map(meterOf),
       stats: Object.fromEntries(
         [...this.root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
       ),
     };
     this.el.name.textContent = name;
-    this.player = new WhepPlayer(name, $(".sink"));
+    this.player = new WhepPlayer(name, $(".sink"), this.el.picture);
     this.player.addEventListener("change", () => this.render());
     this.el.play.addEventListener("click", () => this.player.play());
     this.el.stop.addEventListener("click", () => this.player.stop());
@@ -717,6 +870,12 @@ class StreamCard {
     this.el.error.hidden = !message;
     this.el.error.textContent = message ?? "";
     this.el.error.classList.toggle("notice", !error && !!notice);
+    // While playing, the picture, or a placeholder until the stream has video.
+    const { hasVideo } = this.player;
+    this.el.screen.hidden = !playing;
+    this.el.picture.hidden = !hasVideo;
+    this.el.noVideo.hidden = hasVideo;
+    this.el.noVideo.textContent = state === "connected" ? "no video" : "";
     if (!playing) this.renderLevels([]);
   }
 
@@ -725,12 +884,15 @@ class StreamCard {
   }
 
   async refreshStats() {
-    const stats = await this.player.stats();
+    const [stats, video] = await Promise.all([this.player.stats(), this.player.videoStats()]);
     const show = (key, text) => {
       this.el.stats[key].textContent = text;
     };
+    show("video", describeVideo(video));
     if (!stats) {
-      for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
+      for (const [key, dd] of Object.entries(this.el.stats)) {
+        if (key !== "video") dd.textContent = "–";
+      }
       return;
     }
     show("packetsReceived", String(stats.packetsReceived));
@@ -807,6 +969,8 @@ class PublishPanel {
       stream: $("[name=stream]"),
       token: $("[name=token]"),
       processing: $("[name=processing]"),
+      camera: $("[name=camera]"),
+      preview: $(".preview"),
       start: $(".publish-start"),
       stop: $(".stop"),
       state: $(".state"),
@@ -837,12 +1001,13 @@ class PublishPanel {
     this.el.stream.value = stream;
     return this.publisher.publish(stream, this.el.token.value.trim(), {
       voiceProcessing: this.el.processing.checked,
+      camera: this.el.camera.checked,
     });
   }
 
-  /** Fills in the form and publishes; resolves once connected, rejects with the error if
-   * publishing fails or stops first. For tests. */
-  publishAndWait(stream, token) {
+  /** Fills in the form (`video`: the camera too) and publishes; resolves once connected,
+   * rejects with the error if publishing fails or stops first. For tests. */
+  publishAndWait(stream, token, { video = false } = {}) {
     const publisher = this.publisher;
     const settled = new Promise((resolve, reject) => {
       const check = () => {
@@ -859,6 +1024,7 @@ class PublishPanel {
     if (!publisher.publishing) {
       this.el.stream.value = stream;
       this.el.token.value = token ?? "";
+      this.el.camera.checked = video;
       this.start();
     } else if (publisher.state === "connected") {
       return Promise.resolve(publisher.state);
@@ -867,20 +1033,32 @@ class PublishPanel {
   }
 
   render() {
-    const { state, error, stream, channels, stereo, publishing } = this.publisher;
+    const { state, error, stream, channels, stereo, publishing, camera, videoAccepted, media } =
+      this.publisher;
     this.el.state.textContent = state;
     this.el.state.dataset.state = state;
     this.el.start.disabled = publishing;
     this.el.stop.disabled = !publishing || state === "stopping";
-    for (const input of [this.el.stream, this.el.token, this.el.processing]) {
+    for (const input of [this.el.stream, this.el.token, this.el.processing, this.el.camera]) {
       input.disabled = publishing;
     }
     let sound = "";
     if (channels === 2) sound = stereo === false ? " (stereo, sent as mono)" : " (stereo)";
     else if (channels === 1) sound = " (mono)";
+    let picture = "";
+    if (camera) {
+      picture = videoAccepted === false ? " (the server refused the camera)" : " and the camera";
+    }
     this.el.target.textContent = publishing
-      ? `${state === "capturing" ? "Asking for" : "Sending"} the microphone${sound} to “${stream}”.`
+      ? `${state === "capturing" ? "Asking for" : "Sending"} the microphone${sound}${picture} to “${stream}”.`
       : "";
+    // The preview shows the camera as captured.
+    const cameraMedia = media?.getVideoTracks().length ? media : null;
+    if (this.el.preview.srcObject !== cameraMedia) {
+      this.el.preview.srcObject = cameraMedia;
+      if (cameraMedia) this.el.preview.play().catch(() => {});
+    }
+    this.el.preview.hidden = !cameraMedia;
     this.el.error.hidden = !error;
     this.el.error.textContent = error ?? "";
 
@@ -919,6 +1097,7 @@ class PublishPanel {
       "codec",
       stats.codec ? `${stats.codec.mimeType.replace(/^audio\//, "")} ×${stats.codec.channels}` : "–",
     );
+    show("video", describeVideo(stats.video));
   }
 }
 
@@ -1035,15 +1214,23 @@ window.mixcastTest = {
   stop: (stream) => app.cards.get(stream)?.player.stop(),
   stats: async (stream) => (await app.cards.get(stream)?.player.stats()) ?? null,
   levels: (stream) => app.cards.get(stream)?.player.levels() ?? [],
+  /** The player's inbound video numbers (framesDecoded, frameWidth, frameHeight, ...),
+   * or null before any video. */
+  videoStats: async (stream) => (await app.cards.get(stream)?.player.videoStats()) ?? null,
+  /** What the card's <video> shows: { shown, width, height }, or null without a card. */
+  videoShown: (stream) => app.cards.get(stream)?.player.videoShown() ?? null,
   dominantFrequencies: (stream) =>
     app.cards.get(stream)?.player.dominantFrequencies() ?? { left: null, right: null },
-  /** Publishes the microphone to `stream`; resolves once connected, rejects on failure. */
-  publish: (stream, token) => app.publish.publishAndWait(stream, token),
+  /** Publishes the microphone (and the camera with `{ video: true }`) to `stream`;
+   * resolves once connected, rejects on failure. */
+  publish: (stream, token, options) => app.publish.publishAndWait(stream, token, options),
   publishStop: () => app.publish.publisher.stop(),
   publishState: () => {
-    const { state, error, stream, channels, stereo, deleteStatus } = app.publish.publisher;
-    return { state, error, stream, channels, stereo, deleteStatus };
+    const { state, error, stream, channels, stereo, deleteStatus, camera, videoAccepted } =
+      app.publish.publisher;
+    return { state, error, stream, channels, stereo, deleteStatus, camera, videoAccepted };
   },
+  /** Outbound audio numbers, with the video's under `video` (null without camera). */
   publishStats: async () => (await app.publish.publisher.stats()) ?? null,
   /** Per channel sent: { rms, peak }. */
   publishLevels: () => app.publish.publisher.levels(),

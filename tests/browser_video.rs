@@ -1,0 +1,358 @@
+//! Video through mixcast with real browsers: a headless Chromium publishes its fake
+//! camera (a generated moving pattern) and a fake microphone over WHIP from the page in
+//! static/, and another tab plays the stream from the page over WHEP: frames must be
+//! decoded there, at the size the publisher sends, and the audio must still arrive.
+//!
+//! Without a Chromium binary (`$CHROMIUM`, else /usr/bin/chromium) these tests print that
+//! they skipped and pass, unless `MIXCAST_REQUIRE_BROWSER=1`, when they fail. Every wait is
+//! bounded, and a watchdog kills Chromium if a test overruns.
+
+#[path = "common/browser_harness.rs"]
+mod browser_harness;
+#[path = "common/chromium.rs"]
+mod chromium;
+
+use browser_harness::{cdp, chromium_or_skip, fake_devices, media_lock, screenshot, with_chromium};
+use chromium::Chromium;
+use mixcast::config::{Config, StreamConfig};
+use mixcast::media::SAMPLE_RATE;
+use mixcast::server::Server;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The fake microphone's WAV: 1000 Hz on the left, 1500 Hz on the right.
+const MIC_LEFT_HZ: f64 = 1000.0;
+const MIC_RIGHT_HZ: f64 = 1500.0;
+const MIC_AMPLITUDE: f64 = 0.3;
+const TOLERANCE_HZ: f64 = 15.0;
+/// How long the viewer's decoded frames are counted.
+const COUNT_FOR: Duration = Duration::from_secs(3);
+/// The fewest frames a viewer must decode in [`COUNT_FOR`]: 5 fps, far below the fake
+/// camera's rate, so that a busy machine does not fail the test, yet a stall does.
+const MIN_FRAMES: f64 = 15.0;
+
+/// The server's log goes to the test output; `RUST_LOG=mixcast=debug` shows the video
+/// path (keyframe requests, forwarding) when a test fails.
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Two seconds of a 48 kHz stereo 16-bit WAV: whole periods of both tones, so Chromium's
+/// loop of it has no seam.
+fn write_microphone_wav(path: &Path) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = hound::WavWriter::create(path, spec)?;
+    let sample = |hz: f64, i: u32| {
+        let phase = 2.0 * std::f64::consts::PI * hz * f64::from(i) / f64::from(SAMPLE_RATE);
+        (MIC_AMPLITUDE * phase.sin() * f64::from(i16::MAX)).round() as i16
+    };
+    for i in 0..2 * SAMPLE_RATE {
+        wav.write_sample(sample(MIC_LEFT_HZ, i))?;
+        wav.write_sample(sample(MIC_RIGHT_HZ, i))?;
+    }
+    wav.finalize()
+}
+
+/// The page publishes camera and microphone to a new stream `cam`; a second tab plays
+/// `cam` and decodes its video, at the publisher's frame size, and hears its tones.
+#[test]
+fn chromium_publishes_camera_and_another_tab_watches_it() {
+    let test = "chromium_publishes_camera_and_another_tab_watches_it";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        publish_then_watch(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn publish_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let publisher = browser.current_page();
+    let sent = publish_camera(browser, "cam")?;
+    eprintln!("publisher's outbound video: {sent}");
+    screenshot(browser, "page-publishing-camera")?;
+
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(&format!("http://{addr}/?play=cam"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let viewer = browser.current_page();
+    let video = frames_flow(browser, "cam", Duration::from_secs(15))?;
+    check_frame_size(browser, "cam", &video, &publisher, &viewer)?;
+    hears_the_microphone(browser, "cam")?;
+    screenshot(browser, "page-watching-camera")?;
+    Ok(())
+}
+
+/// A viewer of a stream that has no video yet gets it once a publisher's camera starts:
+/// its video transceiver was there from the start, and the first frame it gets decodes.
+#[test]
+fn chromium_viewer_waiting_before_the_camera_gets_video() {
+    let test = "chromium_viewer_waiting_before_the_camera_gets_video";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let mut config = Config::loopback_ephemeral();
+    // A configured stream with nothing in it: a viewer can join before anyone publishes.
+    config.streams.push(StreamConfig {
+        name: "studio".into(),
+        sources: Vec::new(),
+    });
+    let server = Server::start(config).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        watch_then_publish(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn watch_then_publish(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(
+            &format!("http://{addr}/?play=studio"),
+            Duration::from_secs(10),
+        )
+        .map_err(cdp)?;
+    let viewer = browser.current_page();
+    browser
+        .wait_for(
+            "!['idle', 'connecting'].includes(mixcastTest.state('studio'))\
+             && mixcastTest.state('studio')",
+            Instant::now() + Duration::from_secs(15),
+            "the viewer of studio to connect",
+        )
+        .map_err(cdp)?;
+    let state = browser
+        .evaluate("mixcastTest.state('studio')")
+        .map_err(cdp)?;
+    if state != "connected" {
+        let error = browser
+            .evaluate("mixcastTest.error('studio')")
+            .map_err(cdp)?;
+        return Err(format!("the viewer of studio is {state}: {error}"));
+    }
+    // A second with no publisher: no picture, the placeholder says so.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = browser
+        .evaluate(
+            "(async () => ({ shown: mixcastTest.videoShown('studio'),\
+             stats: await mixcastTest.videoStats('studio'),\
+             placeholder: (() => { const p = document.querySelector('[data-stream=studio] .no-video');\
+               return p.hidden ? null : p.textContent })() }))()",
+        )
+        .map_err(cdp)?;
+    eprintln!("before the camera: {before}");
+    let decoded = before["stats"]["framesDecoded"].as_f64().unwrap_or(0.0);
+    if before["shown"]["shown"] != false || decoded > 0.0 || before["placeholder"] != "no video" {
+        return Err(format!(
+            "before anyone publishes video the viewer shows {before}"
+        ));
+    }
+    screenshot(browser, "page-waiting-for-video")?;
+
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let publisher = browser.current_page();
+    let sent = publish_camera(browser, "studio")?;
+    eprintln!("publisher's outbound video: {sent}");
+
+    browser.switch_to(&viewer);
+    let video = frames_flow(browser, "studio", Duration::from_secs(15))?;
+    check_frame_size(browser, "studio", &video, &publisher, &viewer)?;
+    hears_the_microphone(browser, "studio")?;
+    screenshot(browser, "page-watching-late-camera")?;
+    Ok(())
+}
+
+/// Publishes camera and microphone from the current page to `stream`; returns the
+/// outbound video stats once frames are being sent.
+fn publish_camera(browser: &mut Chromium, stream: &str) -> Result<Value, String> {
+    browser
+        .evaluate(&format!(
+            "mixcastTest.publish('{stream}', null, {{ video: true }})"
+        ))
+        .map_err(|e| format!("publishing camera and microphone to {stream}: {e}"))?;
+    let state = browser
+        .evaluate("mixcastTest.publishState()")
+        .map_err(cdp)?;
+    eprintln!("publisher: {state}");
+    if state["state"] != "connected" || state["camera"] != true || state["videoAccepted"] != true {
+        return Err(format!(
+            "after publish(): {state} (want connected, camera, video accepted)"
+        ));
+    }
+    let sending = "mixcastTest.publishStats().then((s) => s && s.video\
+                   && s.video.framesSent > 10 && s.video.frameWidth > 0 && s.video)";
+    browser
+        .wait_for(
+            sending,
+            Instant::now() + Duration::from_secs(10),
+            "the publisher to send 10 frames",
+        )
+        .map_err(|e| {
+            let stats = browser.evaluate("mixcastTest.publishStats()");
+            format!("{e}; publisher stats {stats:?}")
+        })
+}
+
+/// Waits up to `first` for the viewer of `stream` (the current page) to decode a frame,
+/// then counts frames for [`COUNT_FOR`]; returns the last video stats.
+fn frames_flow(browser: &mut Chromium, stream: &str, first: Duration) -> Result<Value, String> {
+    let stats = format!("mixcastTest.videoStats('{stream}')");
+    browser
+        .wait_for(
+            &format!("{stats}.then((v) => v && v.framesDecoded > 0)"),
+            Instant::now() + first,
+            "the viewer's first decoded frame",
+        )
+        .map_err(|e| {
+            let video = browser.evaluate(&stats);
+            let audio = browser.evaluate(&format!("mixcastTest.stats('{stream}')"));
+            format!("{e}; viewer video {video:?}, audio {audio:?}")
+        })?;
+    let start = browser.evaluate(&stats).map_err(cdp)?;
+    let started = Instant::now();
+    std::thread::sleep(COUNT_FOR);
+    let end = browser.evaluate(&stats).map_err(cdp)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let frames = |v: &Value| v["framesDecoded"].as_f64().unwrap_or(0.0);
+    let decoded = frames(&end) - frames(&start);
+    eprintln!(
+        "viewer of {stream}: {decoded} frames decoded in {seconds:.1} s ({:.1} fps); {end}",
+        decoded / seconds
+    );
+    if decoded < MIN_FRAMES {
+        return Err(format!(
+            "the viewer of {stream} decoded {decoded} frames in {seconds:.1} s, want {MIN_FRAMES} \
+             or more; video stats {start} then {end}"
+        ));
+    }
+    Ok(end)
+}
+
+/// The viewer's decoded frames have a size, the page's <video> shows that size, and it is
+/// the size the publisher sends (read again a few times: the sender may scale under load).
+fn check_frame_size(
+    browser: &mut Chromium,
+    stream: &str,
+    video: &Value,
+    publisher: &chromium::Page,
+    viewer: &chromium::Page,
+) -> Result<(), String> {
+    let size = |v: &Value| {
+        (
+            v["frameWidth"].as_u64().unwrap_or(0),
+            v["frameHeight"].as_u64().unwrap_or(0),
+        )
+    };
+    let decoded = size(video);
+    if decoded.0 == 0 || decoded.1 == 0 {
+        return Err(format!(
+            "the viewer of {stream} decodes frames of {decoded:?}"
+        ));
+    }
+    let mut readings = Vec::new();
+    for _ in 0..5 {
+        browser.switch_to(viewer);
+        let shown = browser
+            .evaluate(&format!("mixcastTest.videoShown('{stream}')"))
+            .map_err(cdp)?;
+        let received = browser
+            .evaluate(&format!("mixcastTest.videoStats('{stream}')"))
+            .map_err(cdp)?;
+        browser.switch_to(publisher);
+        let sent = browser
+            .evaluate("mixcastTest.publishStats().then((s) => s && s.video)")
+            .map_err(cdp)?;
+        browser.switch_to(viewer);
+        let shown_size = (
+            shown["width"].as_u64().unwrap_or(0),
+            shown["height"].as_u64().unwrap_or(0),
+        );
+        let reading = (size(&sent), size(&received), shown_size);
+        eprintln!(
+            "{stream}: sent {:?}, decoded {:?}, shown {:?} ({shown})",
+            reading.0, reading.1, reading.2
+        );
+        if shown["shown"] == true && reading.0 == reading.1 && reading.1 == reading.2 {
+            return Ok(());
+        }
+        readings.push(reading);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!(
+        "{stream}: (sent, decoded, shown) frame sizes never agreed, with the picture shown: \
+         {readings:?}"
+    ))
+}
+
+/// The viewer of `stream` (the current page) receives the publisher's audio too: packets
+/// with energy, and the WAV's tones (per channel in stereo, either tone on each channel
+/// when the browser sent mono).
+fn hears_the_microphone(browser: &mut Chromium, stream: &str) -> Result<(), String> {
+    browser
+        .wait_for(
+            &format!(
+                "mixcastTest.stats('{stream}').then((s) => s && s.packetsReceived > 50\
+                 && s.totalAudioEnergy > 0)"
+            ),
+            Instant::now() + Duration::from_secs(10),
+            "audio with energy",
+        )
+        .map_err(cdp)?;
+    let near = |hz: Option<f64>| {
+        hz.is_some_and(|hz| {
+            (hz - MIC_LEFT_HZ).abs() <= TOLERANCE_HZ || (hz - MIC_RIGHT_HZ).abs() <= TOLERANCE_HZ
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut readings = Vec::new();
+    let mut good = 0;
+    while good < 3 {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the viewer of {stream}: want {MIC_LEFT_HZ} or {MIC_RIGHT_HZ} Hz on each channel \
+                 (±{TOLERANCE_HZ}); read {readings:?}"
+            ));
+        }
+        let reading = browser
+            .evaluate(&format!("mixcastTest.dominantFrequencies('{stream}')"))
+            .map_err(cdp)?;
+        let (left, right) = (reading["left"].as_f64(), reading["right"].as_f64());
+        if near(left) && near(right) {
+            good += 1;
+        }
+        readings.push((left, right));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    eprintln!("viewer of {stream}, dominant frequencies (left, right): {readings:?}");
+    Ok(())
+}
