@@ -68,9 +68,10 @@ impl dimpl::crypto::SignatureVerifier for Verifier {
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), DimplCryptoError> {
         let default = dimpl::crypto::aws_lc_rs::default_provider();
-        match default.signature_verification.verify_signature(
-            cert_der, data, signature, hash_alg, sig_alg,
-        ) {
+        match default
+            .signature_verification
+            .verify_signature(cert_der, data, signature, hash_alg, sig_alg)
+        {
             Err(DimplCryptoError::UnsupportedEcCurve) if sig_alg == SignatureAlgorithm::ECDSA => {
                 verify_p224(cert_der, data, signature, hash_alg)
             }
@@ -148,7 +149,14 @@ fn ecdsa_p224_verify(point: &[u8], digest: &[u8], sig: &[u8]) -> bool {
                 std::ptr::null_mut(),
             ) == 1
             && EC_KEY_set_public_key(key, pubkey) == 1
-            && ECDSA_verify(0, digest.as_ptr(), digest.len(), sig.as_ptr(), sig.len(), key) == 1;
+            && ECDSA_verify(
+                0,
+                digest.as_ptr(),
+                digest.len(),
+                sig.as_ptr(),
+                sig.len(),
+                key,
+            ) == 1;
         if !pubkey.is_null() {
             EC_POINT_free(pubkey);
         }
@@ -238,5 +246,56 @@ impl DtlsInstance for Session {
     }
     fn close(&mut self) -> Result<(), DtlsImplError> {
         self.0.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dimpl::crypto::SignatureVerifier;
+
+    // A P-224 self-signed certificate and a SHA-256 ECDSA signature of MESSAGE, made for
+    // this test with `openssl ecparam -name secp224r1`, `openssl req -x509` and
+    // `openssl dgst -sha256 -sign`.
+    const CERT: &[u8] = include_bytes!("testdata/p224_cert.der");
+    const SIG: &[u8] = include_bytes!("testdata/p224_sha256_sig.der");
+    const MESSAGE: &[u8] = b"mixcast p224 test message";
+
+    #[test]
+    fn p224_signatures_verify_and_forgeries_do_not() {
+        let v = &VERIFIER;
+        let ecdsa = SignatureAlgorithm::ECDSA;
+        assert_eq!(
+            v.verify_signature(CERT, MESSAGE, SIG, HashAlgorithm::SHA256, ecdsa),
+            Ok(())
+        );
+        assert!(v
+            .verify_signature(CERT, b"another message", SIG, HashAlgorithm::SHA256, ecdsa)
+            .is_err());
+        assert!(v
+            .verify_signature(CERT, MESSAGE, SIG, HashAlgorithm::SHA384, ecdsa)
+            .is_err());
+        let mut bad = SIG.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(v
+            .verify_signature(CERT, MESSAGE, &bad, HashAlgorithm::SHA256, ecdsa)
+            .is_err());
+        assert!(v
+            .verify_signature(&CERT[..100], MESSAGE, SIG, HashAlgorithm::SHA256, ecdsa)
+            .is_err());
+    }
+
+    #[test]
+    fn the_provider_builds_a_dtls_session() {
+        let p = crypto_provider();
+        let cert = p
+            .dtls_provider
+            .generate_certificate()
+            .expect("a certificate");
+        assert!(p
+            .dtls_provider
+            .new_dtls(&cert, Instant::now(), DtlsVersion::Dtls12, None)
+            .is_ok());
     }
 }
