@@ -711,3 +711,127 @@ fn video_passes_through_in_virtual_time() {
         "{pli} keyframe requests for 5 viewers joining at once"
     );
 }
+
+/// Twenty viewers joining within a second cost the publisher a few keyframe requests, not
+/// twenty; when the video source leaves, the next publisher that sends video takes over,
+/// is asked for a keyframe, and its frames reach the viewers.
+#[test]
+fn crowd_join_and_source_switch_in_virtual_time() {
+    let mut now = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    let directory = Arc::new(StreamDirectory::default());
+    let mut egress = Egress::new(Vec::new(), directory.clone(), 64_000, metrics);
+    let mut wire = Wire::default();
+    let mut next_tick = now + FRAME_DURATION;
+
+    let mut peers = vec![new_av_peer(
+        1,
+        52001,
+        Direction::SendOnly,
+        true,
+        &mut egress,
+        &mut wire,
+        now,
+        "cam",
+    )];
+    run_until(
+        now + Duration::from_secs(1),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    let before = peers[0].keyframe_requests;
+    // Twenty viewers, one every 50 ms.
+    for k in 0..20u64 {
+        peers.push(new_av_peer(
+            10 + k,
+            52010 + k as u16,
+            Direction::RecvOnly,
+            true,
+            &mut egress,
+            &mut wire,
+            now,
+            "cam",
+        ));
+        run_until(
+            now + Duration::from_millis(50),
+            &mut now,
+            &mut next_tick,
+            &mut peers,
+            &mut egress,
+            &mut wire,
+        );
+    }
+    run_until(
+        now + Duration::from_secs(1),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    let crowd = peers[0].keyframe_requests - before;
+    println!("20 viewers joining over 1 s: {crowd} keyframe requests");
+    assert!(
+        (1..=4).contains(&crowd),
+        "{crowd} keyframe requests for 20 joiners"
+    );
+    assert!(
+        peers[1..].iter().all(|p| !p.video_in.is_empty()),
+        "every viewer got video"
+    );
+
+    // A second publisher with video; the first leaves; the second becomes the source.
+    peers.push(new_av_peer(
+        2,
+        52002,
+        Direction::SendOnly,
+        true,
+        &mut egress,
+        &mut wire,
+        now,
+        "cam",
+    ));
+    run_until(
+        now + Duration::from_secs(1),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    let second = peers.len() - 1;
+    assert_eq!(peers[second].keyframe_requests, 0, "not the source yet");
+    let received: Vec<usize> = peers[1..21].iter().map(|p| p.video_in.len()).collect();
+    peers[0].sending = false;
+    egress.remove_viewer(1, &mut wire);
+    run_until(
+        now + Duration::from_secs(2),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    assert!(
+        peers[second].keyframe_requests >= 1,
+        "the new source is asked for a keyframe"
+    );
+    let sent_by_second = peers[second].sent;
+    for (viewer, before) in peers[1..21].iter().zip(received) {
+        let new = &viewer.video_in[before..];
+        assert!(new.len() >= 50, "{} frames after the switch", new.len());
+        // The last frames are the second publisher's (its counter, not the first's).
+        let n = u64::from_be_bytes(new[new.len() - 1][10..18].try_into().unwrap());
+        assert!(
+            n < sent_by_second && n + 10 >= sent_by_second,
+            "frame {n} of {sent_by_second}"
+        );
+    }
+    assert_eq!(
+        directory.get("cam").and_then(|s| s.video),
+        Some(str0m::format::Codec::Vp8)
+    );
+}

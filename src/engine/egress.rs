@@ -854,6 +854,13 @@ impl Egress {
                     Event::MediaAdded(m) => match &mut v.role {
                         Role::Viewer { video, .. } if m.kind == MediaKind::Video => {
                             *video = Some(m.mid);
+                            // str0m may report the media after Connected: a connected
+                            // viewer of video needs a keyframe to start either way.
+                            if v.connected {
+                                if let Some(s) = self.streams[v.stream].as_mut() {
+                                    s.keyframe_wanted = true;
+                                }
+                            }
                         }
                         Role::Publisher(p) if m.kind == MediaKind::Video => {
                             p.video = Some(m.mid);
