@@ -5,9 +5,12 @@
 //! they skipped and pass, unless `MIXCAST_REQUIRE_BROWSER=1`, when they fail. Every wait is
 //! bounded, and a watchdog kills Chromium if a test overruns.
 
+#[path = "common/browser_harness.rs"]
+mod browser_harness;
 #[path = "common/chromium.rs"]
 mod chromium;
 
+use browser_harness::{cdp, chromium_or_skip, fake_devices, media_lock, screenshot, with_chromium};
 use chromium::{CdpError, Chromium};
 use mixcast::client::whep::{self, PlayOptions};
 use mixcast::config::Config;
@@ -15,12 +18,9 @@ use mixcast::media::analysis::{deinterleave, rms, Spectrum};
 use mixcast::media::SAMPLE_RATE;
 use mixcast::server::Server;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The longest any one browser test may take before its watchdog fails it.
-const TEST_LIMIT: Duration = Duration::from_secs(90);
 /// The test signal: 440 Hz on the left, 660 Hz on the right.
 const LEFT_HZ: f64 = 440.0;
 const RIGHT_HZ: f64 = 660.0;
@@ -29,108 +29,6 @@ const TOLERANCE_HZ: f64 = 15.0;
 const MIC_LEFT_HZ: f32 = 1000.0;
 const MIC_RIGHT_HZ: f32 = 1500.0;
 const MIC_AMPLITUDE: f32 = 0.3;
-
-/// The tests that measure media run one at a time: two Chromiums, a server and a decoder
-/// at once are too much for a small machine.
-static MEDIA: Mutex<()> = Mutex::new(());
-
-fn media_lock() -> std::sync::MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock poisons it; the lock only orders tests.
-    MEDIA.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The Chromium flags that give it a fake microphone playing `wav` (looped) and grant the
-/// page access to it without asking.
-fn fake_microphone(wav: Option<&Path>) -> Vec<String> {
-    let mut flags = vec![
-        "--use-fake-device-for-media-stream".to_owned(),
-        "--use-fake-ui-for-media-stream".to_owned(),
-    ];
-    if let Some(wav) = wav {
-        flags.push(format!(
-            "--use-file-for-fake-audio-capture={}",
-            wav.display()
-        ));
-    }
-    flags
-}
-
-/// The Chromium binary, or None when the test should skip.
-fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    if let Some(binary) = chromium::find_binary() {
-        return Some(binary);
-    }
-    if std::env::var("MIXCAST_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!(
-            "{test}: MIXCAST_REQUIRE_BROWSER=1 but no Chromium found \
-             (set CHROMIUM or install /usr/bin/chromium)"
-        );
-    }
-    eprintln!("{test}: SKIPPED, no Chromium (set CHROMIUM or install /usr/bin/chromium)");
-    None
-}
-
-/// Launches Chromium and runs `body` with it on its own thread; fails the test with the
-/// page's console and Chromium's log if `body` fails, and kills Chromium if it overruns.
-fn with_chromium(
-    binary: PathBuf,
-    flags: &[String],
-    body: impl FnOnce(&mut Chromium) -> Result<(), String> + Send + 'static,
-) {
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut browser = Chromium::launch(&binary, &flags).unwrap_or_else(|e| panic!("{e}"));
-    let killer = browser.killer();
-    let (done, finished) = mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        let result = body(&mut browser).map_err(|error| {
-            format!(
-                "{error}\n--- page console ---\n{}\n--- chromium log (tail) ---\n{}",
-                browser.console().join("\n"),
-                tail(&browser.process_log(), 40),
-            )
-        });
-        drop(browser);
-        // The receiver is gone only if the watchdog already failed the test.
-        let _ = done.send(result);
-    });
-    match finished.recv_timeout(TEST_LIMIT) {
-        Ok(Ok(())) => {
-            let _ = runner.join();
-        }
-        Ok(Err(report)) => panic!("{report}"),
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            killer.kill();
-            panic!("browser test overran {TEST_LIMIT:?}; chromium killed");
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            killer.kill();
-            // The runner panicked: re-raise its panic here.
-            if let Err(panic) = runner.join() {
-                std::panic::resume_unwind(panic);
-            }
-            panic!("browser test thread ended without a result");
-        }
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn cdp(error: CdpError) -> String {
-    error.to_string()
-}
-
-/// Saves a screenshot as `$MIXCAST_SCREENSHOTS/<name>.png` when that variable is set.
-fn screenshot(browser: &mut Chromium, name: &str) -> Result<(), String> {
-    let Some(dir) = std::env::var_os("MIXCAST_SCREENSHOTS") else {
-        return Ok(());
-    };
-    browser
-        .screenshot(&PathBuf::from(dir).join(format!("{name}.png")))
-        .map_err(cdp)
-}
 
 /// The harness itself: Chromium starts, loads a page and evaluates JavaScript.
 #[test]
@@ -171,7 +69,7 @@ fn page_lists_streams_and_shows_whep_errors() {
         return;
     };
     let (runtime, addr) = stand_in::start();
-    with_chromium(binary, &fake_microphone(None), move |browser| {
+    with_chromium(binary, &fake_devices(None), move |browser| {
         let deadline = Instant::now() + Duration::from_secs(20);
         browser
             .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
@@ -394,7 +292,7 @@ fn chromium_publishes_microphone_over_whip() {
     write_microphone_wav(&wav).expect("the WAV is written");
     let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
     let addr = server.http_addr();
-    with_chromium(binary, &fake_microphone(Some(&wav)), move |browser| {
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
         publish_microphone(browser, addr)
     });
     server.shutdown();

@@ -229,24 +229,9 @@ impl Egress {
         self.by_name.get(name).copied()
     }
 
-    /// The names of the streams that exist.
-    pub fn stream_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.by_name.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
     /// Viewers and publishers currently owned.
     pub fn viewer_count(&self) -> usize {
         self.viewers.len()
-    }
-
-    /// Publishers currently owned.
-    pub fn publisher_count(&self) -> usize {
-        self.viewers
-            .iter()
-            .filter(|v| matches!(v.role, Role::Publisher(_)))
-            .count()
     }
 
     fn stream(&self, idx: usize) -> &StreamMix {
@@ -591,68 +576,62 @@ impl Egress {
     /// repacketizes each frame under the viewer's payload type for the same codec and
     /// parameters. Frames from a publisher other than the stream's video source are dropped.
     fn forward_video(&mut self, now: Instant, tx: &mut impl Transmitter) {
-        if self.video_out.is_empty() {
-            return;
-        }
-        let frames = std::mem::take(&mut self.video_out);
-        for f in &frames {
-            let mut idx = 0;
-            while idx < self.viewers.len() {
-                let v = &mut self.viewers[idx];
-                let Role::Viewer {
-                    video: Some(mid),
-                    video_pt,
-                    ..
-                } = &mut v.role
-                else {
-                    idx += 1;
-                    continue;
-                };
-                if v.stream != f.stream || !v.connected {
-                    idx += 1;
-                    continue;
-                }
-                let pt = match *video_pt {
-                    Some((from, their, ours)) if from == f.from && their == f.params.pt() => ours,
-                    _ => {
-                        let ours = v.rtc.writer(*mid).and_then(|w| w.match_params(f.params));
-                        if ours.is_none() {
-                            tracing::debug!(
-                                key = v.key,
-                                codec = ?f.params.spec().codec,
-                                "viewer has no matching video codec"
-                            );
-                        }
-                        *video_pt = Some((f.from, f.params.pt(), ours));
-                        ours
+        // Draining a viewer never yields video, but loop anyway until nothing is queued.
+        while !self.video_out.is_empty() {
+            let frames = std::mem::take(&mut self.video_out);
+            for f in &frames {
+                let mut idx = 0;
+                while idx < self.viewers.len() {
+                    let v = &mut self.viewers[idx];
+                    let Role::Viewer {
+                        video: Some(mid),
+                        video_pt,
+                        ..
+                    } = &mut v.role
+                    else {
+                        idx += 1;
+                        continue;
+                    };
+                    if v.stream != f.stream || !v.connected {
+                        idx += 1;
+                        continue;
                     }
-                };
-                let Some(pt) = pt else {
-                    idx += 1;
-                    continue;
-                };
-                let written = match v.rtc.writer(*mid) {
-                    Some(w) => w.write(pt, f.network_time, f.time, f.data.clone()),
-                    None => Ok(()),
-                };
-                if let Err(e) = written {
-                    let key = v.key;
-                    tracing::debug!(key, "video write failed: {e}");
-                    self.end(key, EndReason::Failed);
-                    continue;
-                }
-                if self.drain(idx, now, tx) {
-                    idx += 1;
+                    let pt = match *video_pt {
+                        Some((from, their, ours)) if from == f.from && their == f.params.pt() => {
+                            ours
+                        }
+                        _ => {
+                            let ours = v.rtc.writer(*mid).and_then(|w| w.match_params(f.params));
+                            if ours.is_none() {
+                                tracing::debug!(
+                                    key = v.key,
+                                    codec = ?f.params.spec().codec,
+                                    "viewer has no matching video codec"
+                                );
+                            }
+                            *video_pt = Some((f.from, f.params.pt(), ours));
+                            ours
+                        }
+                    };
+                    let Some(pt) = pt else {
+                        idx += 1;
+                        continue;
+                    };
+                    let written = match v.rtc.writer(*mid) {
+                        Some(w) => w.write(pt, f.network_time, f.time, f.data.clone()),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = written {
+                        let key = v.key;
+                        tracing::debug!(key, "video write failed: {e}");
+                        self.end(key, EndReason::Failed);
+                        continue;
+                    }
+                    if self.drain(idx, now, tx) {
+                        idx += 1;
+                    }
                 }
             }
-        }
-        // Keep the allocation (drains above may have queued more; keep those too).
-        let mut frames = frames;
-        frames.clear();
-        frames.append(&mut self.video_out);
-        self.video_out = frames;
-        if !self.video_out.is_empty() {
-            self.forward_video(now, tx);
         }
     }
 
