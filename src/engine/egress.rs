@@ -19,6 +19,7 @@ use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt
 use str0m::net::Protocol;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
+use super::sync::AvSync;
 use super::{EndReason, PeerKey, Transmitter};
 use crate::media::mixer::Mixer;
 use crate::media::opus::{Encoder, MAX_PACKET};
@@ -55,6 +56,10 @@ pub struct StreamMix {
     encoder: Encoder,
     /// RTP time (48 kHz) of the next frame.
     media_time: u64,
+    /// The wallclock this tick's frame is written with: the tick time, or, when the
+    /// stream has video, the capture time of the video source's audio in the mix
+    /// (see [`crate::engine::sync`]).
+    wallclock: Option<Instant>,
     pcm: Box<Frame>,
     packet: Vec<u8>,
     /// This tick's encoded frame, shared by reference with every viewer's `Rtc` (str0m
@@ -80,6 +85,7 @@ impl StreamMix {
             mixer,
             encoder,
             media_time: 0,
+            wallclock: None,
             pcm: Box::new([0.0; FRAME_LEN]),
             packet: vec![0; MAX_PACKET],
             frame: None,
@@ -127,6 +133,8 @@ struct Publisher {
     /// Media arrived since the last replay decision.
     media_seen: bool,
     video_frames: u64,
+    /// Maps its audio and video onto our clock for lip-sync.
+    sync: AvSync,
 }
 
 enum Role {
@@ -339,6 +347,7 @@ impl Egress {
                 connected_at: None,
                 media_seen: false,
                 video_frames: 0,
+                sync: AvSync::default(),
             })),
             connected: false,
             added: now,
@@ -690,6 +699,7 @@ impl Egress {
                 }
             };
         }
+        self.sync_wallclocks(now);
         let mut idx = 0;
         while idx < self.viewers.len() {
             let v = &mut self.viewers[idx];
@@ -705,7 +715,9 @@ impl Egress {
                     if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
                         let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
                         let written = match v.rtc.writer(mid) {
-                            Some(w) => w.write(pt, now, rtp_time, frame.clone()),
+                            Some(w) => {
+                                w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone())
+                            }
                             None => Ok(()),
                         };
                         if let Err(e) = written {
@@ -738,6 +750,22 @@ impl Egress {
         self.request_keyframes(now, tx);
         self.forward_video(now, tx);
         self.expire_streams(now);
+    }
+
+    /// Sets each stream's [`StreamMix::wallclock`] for this tick: from its video source's
+    /// audio, when that publisher's reports allow (see [`crate::engine::sync`]).
+    fn sync_wallclocks(&mut self, now: Instant) {
+        for s in self.streams.iter_mut().flatten() {
+            s.wallclock = s
+                .video_source
+                .and_then(|(key, _)| self.index.get(&key))
+                .and_then(|&i| match &self.viewers[i].role {
+                    Role::Publisher(p) => p
+                        .sync
+                        .audio_wallclock(p.feed.monitor().stats().playout_rtp, now),
+                    Role::Viewer { .. } => None,
+                });
+        }
     }
 
     /// Removes on-demand streams that have had no input for [`STREAM_GRACE`], ending their
@@ -870,6 +898,7 @@ impl Egress {
                                 let seq = d.seq_range.start().as_u16();
                                 let ts = d.time.numer() as u32;
                                 p.feed.push(seq, ts, &d.data, now);
+                                p.sync.on_audio(d.last_sender_info.as_ref());
                             } else if Some(d.mid) == p.video {
                                 p.video_frames += 1;
                                 // The stream's video source: the first publisher that sends
@@ -886,13 +915,20 @@ impl Egress {
                                     }
                                     Some((k, _)) => k == key,
                                 };
+                                // Every video publisher is followed, so that one taking over
+                                // as the source is in sync from its first frame.
+                                let wallclock = p.sync.on_video(
+                                    d.time,
+                                    d.last_sender_info.as_ref(),
+                                    d.network_time,
+                                );
                                 if is_source {
                                     self.video_out.push(VideoFrame {
                                         stream: v.stream,
                                         from: key,
                                         params: d.params,
                                         time: d.time,
-                                        network_time: d.network_time,
+                                        network_time: wallclock,
                                         data: d.data,
                                     });
                                 }

@@ -2,7 +2,7 @@
 //! candidates to advertise.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, FormatParams};
@@ -162,6 +162,12 @@ pub fn accept_with_video(
         .enable_vp9(wanted(Codec::Vp9))
         .enable_av1(wanted(Codec::Av1))
         .enable_h265(wanted(Codec::H265));
+    if role == Role::Viewer && offer.contains("m=video") {
+        // A viewer lines audio up with video by their sender reports; str0m sends audio
+        // ones every 5 s by default, so lip-sync would only start after 5 s. Audio-only
+        // viewers keep the default (fewer packets at scale).
+        builder = builder.set_rtcp_report_interval_audio(Duration::from_secs(1));
+    }
     if role == Role::Publisher {
         // Audio is released packet by packet as it arrives; the publisher's jitter buffer
         // does the reordering and concealment.

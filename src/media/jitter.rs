@@ -256,6 +256,8 @@ pub struct JitterBuffer {
     watch_now: i64,
     tick_lag: Option<i64>,
     last_lag: Option<i64>,
+    /// Extended RTP timestamp of the last packet played.
+    last_played_ts: Option<i64>,
     quiet: bool,
     suspects: u32,
     stats: JitterStats,
@@ -288,6 +290,7 @@ impl JitterBuffer {
             last_arrival: None,
             last_ts: 0,
             last_ts_ext: 0,
+            last_played_ts: None,
             transits: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
@@ -520,6 +523,15 @@ impl JitterBuffer {
             .map(|l| Duration::from_micros(l.max(0) as u64))
     }
 
+    /// The RTP timestamp (as sent) of the last packet played, for lip-sync: with the
+    /// sender's reports it tells when the audio being played was captured.
+    pub fn last_played_rtp(&self) -> Option<u32> {
+        // Extended timestamps count from the first packet; the offset from the last one
+        // accepted converts back (wrapping, as RTP timestamps do).
+        self.last_played_ts
+            .map(|ts| self.last_ts.wrapping_add((ts - self.last_ts_ext) as u32))
+    }
+
     /// The counters.
     pub fn stats(&self) -> JitterStats {
         self.stats
@@ -548,6 +560,7 @@ impl JitterBuffer {
     fn mark_played(&mut self, seq: u64) {
         let slot = &mut self.slots[Self::index(seq)];
         if slot.state == SlotState::Ready && slot.seq == seq {
+            self.last_played_ts = Some(slot.ts);
             slot.state = SlotState::Played;
             self.ready -= 1;
             self.stats.played += 1;

@@ -125,9 +125,14 @@ pub struct PublisherStats {
     pub idle: bool,
     /// The feed was dropped and the input has faded out: it only plays silence now.
     pub finished: bool,
+    /// The RTP timestamp (as the publisher sent it) of the first sample of the frame
+    /// played at the last tick; `None` when that frame was not decoded from packets
+    /// (silence, concealment). With the publisher's sender reports this gives the capture
+    /// time of what the mix is playing (lip-sync).
+    pub playout_rtp: Option<u32>,
 }
 
-const WORDS: usize = 18;
+const WORDS: usize = 19;
 
 impl PublisherStats {
     fn to_words(self) -> [u64; WORDS] {
@@ -150,6 +155,8 @@ impl PublisherStats {
             u64::try_from(self.delay.as_micros()).unwrap_or(u64::MAX),
             u64::from(self.idle),
             u64::from(self.finished),
+            // Bit 32 marks a timestamp as present.
+            self.playout_rtp.map_or(0, |ts| (1 << 32) | u64::from(ts)),
         ]
     }
 
@@ -173,6 +180,8 @@ impl PublisherStats {
             delay: Duration::from_micros(w[15]),
             idle: w[16] != 0,
             finished: w[17] != 0,
+            // Truncation keeps the low 32 bits: the timestamp.
+            playout_rtp: (w[18] >> 32 != 0).then_some(w[18] as u32),
         }
     }
 }
@@ -298,12 +307,14 @@ pub fn publisher_channel() -> Result<(PublisherFeed, PublisherInput), CodecError
             fec_recovered: 0,
             concealed: 0,
             decode_errors: 0,
+            last_len: FRAME_SAMPLES,
         },
         name: "publisher".to_string(),
         shared: shared.clone(),
         sounding: false,
         first_tick: None,
         finished: false,
+        playout_rtp: None,
     };
     Ok((PublisherFeed { prod, shared }, input))
 }
@@ -320,6 +331,8 @@ pub struct PublisherInput {
     sounding: bool,
     first_tick: Option<Instant>,
     finished: bool,
+    /// See [`PublisherStats::playout_rtp`].
+    playout_rtp: Option<u32>,
 }
 
 impl PublisherInput {
@@ -368,6 +381,13 @@ impl PublisherInput {
 
         if self.out.queue.have >= FRAME_SAMPLES {
             self.out.take(out);
+            // The last packet decoded ends `have` samples after this frame; the frame
+            // starts a frame before that. Merges and stretches make it approximate (a few
+            // ms), which is fine for lip-sync.
+            self.playout_rtp = self.jitter.last_played_rtp().map(|ts| {
+                let end = ts.wrapping_add(self.out.last_len as u32);
+                end.wrapping_sub((self.out.queue.have + FRAME_SAMPLES) as u32)
+            });
             let level = rms(out);
             self.jitter.set_quiet(level < QUIET_RMS);
             if !self.sounding {
@@ -384,9 +404,11 @@ impl PublisherInput {
             fade(&mut out[..], start, FADE_OUT_SAMPLES, false);
             out[(start + FADE_OUT_SAMPLES) * CHANNELS..].fill(0.0);
             self.sounding = false;
+            self.playout_rtp = None;
         } else {
             out.fill(0.0);
             self.out.queue.have = 0;
+            self.playout_rtp = None;
         }
 
         self.finished = left && !self.sounding && self.jitter.buffered() == 0;
@@ -423,6 +445,7 @@ impl PublisherInput {
             delay: self.jitter.lag().unwrap_or_default(),
             idle,
             finished: self.finished,
+            playout_rtp: self.playout_rtp,
         };
         for (word, value) in self.shared.words.iter().zip(stats.to_words()) {
             word.store(value, Ordering::Relaxed);
@@ -463,6 +486,8 @@ struct Playout {
     fec_recovered: u64,
     concealed: u64,
     decode_errors: u64,
+    /// Samples (per channel) of the last packet decoded.
+    last_len: usize,
 }
 
 impl Playout {
@@ -473,7 +498,10 @@ impl Playout {
 
     fn decode(&mut self, packet: &[u8]) {
         match self.decoder.decode(packet, &mut self.scratch) {
-            Ok(n) => self.append_scratch(n),
+            Ok(n) => {
+                self.last_len = n;
+                self.append_scratch(n);
+            }
             Err(_) => {
                 self.decode_errors += 1;
                 self.conceal();
