@@ -123,6 +123,7 @@ fn chromium_viewer_waiting_before_the_camera_gets_video() {
     config.streams.push(StreamConfig {
         name: "studio".into(),
         sources: Vec::new(),
+        video: Default::default(),
     });
     let server = Server::start(config).expect("the server starts");
     let addr = server.http_addr();

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::format::PayloadParams;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::Protocol;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -26,7 +26,7 @@ use crate::media::publisher::{publisher_channel, PublisherFeed};
 use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use crate::metrics::Metrics;
 use crate::net::stun;
-use crate::streams::StreamDirectory;
+use crate::streams::{StreamDirectory, VideoSource};
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,8 +65,10 @@ pub struct StreamMix {
     publishers: usize,
     /// Since when the stream has had no input (on-demand streams only).
     empty_since: Option<Instant>,
-    /// The publisher whose video viewers get, and its codec.
-    video_source: Option<(PeerKey, Codec)>,
+    /// How the stream picks its video publisher.
+    video_policy: VideoSource,
+    /// The publisher whose video viewers get now.
+    video_source: Option<VideoFeed>,
     /// A viewer needs a keyframe (joined, or reported loss), and when we last asked.
     keyframe_wanted: bool,
     last_keyframe_request: Option<Instant>,
@@ -86,6 +88,7 @@ impl StreamMix {
             configured: true,
             publishers: 0,
             empty_since: None,
+            video_policy: VideoSource::default(),
             video_source: None,
             keyframe_wanted: false,
             last_keyframe_request: None,
@@ -97,6 +100,21 @@ impl StreamMix {
         self.configured = false;
         self
     }
+
+    /// The stream picks its video publisher by `policy` (default: [`VideoSource::First`]).
+    pub fn with_video_source(mut self, policy: VideoSource) -> StreamMix {
+        self.video_policy = policy;
+        self
+    }
+}
+
+/// The video a stream's viewers get: one publisher, and of a simulcast publisher one
+/// layer.
+#[derive(Debug, Clone, Copy)]
+struct VideoFeed {
+    key: PeerKey,
+    /// The simulcast layer forwarded (`None`: the publisher sends one layer without rid).
+    rid: Option<Rid>,
 }
 
 /// How a publisher's session is set up.
@@ -115,6 +133,11 @@ struct Publisher {
     /// The audio and video m-lines, once str0m reports them.
     audio: Option<Mid>,
     video: Option<Mid>,
+    /// The simulcast layers (rids) of its video, in the order of its `a=simulcast` line:
+    /// the sender's order of preference (RFC 8853), the full-size layer first for OBS
+    /// (rid "0") and for browsers that list their largest encoding first. Empty without
+    /// simulcast.
+    video_layers: Vec<Rid>,
     /// Our ICE password, to give FFmpeg's checks the PRIORITY str0m requires.
     local_pwd: String,
     ice_lite: bool,
@@ -209,6 +232,9 @@ impl Egress {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        for s in &streams {
+            directory.set_video_source(&s.name, s.video_policy);
+        }
         Egress {
             streams: streams.into_iter().map(Some).collect(),
             by_name,
@@ -332,6 +358,7 @@ impl Egress {
                 feed,
                 audio: None,
                 video: None,
+                video_layers: Vec::new(),
                 local_pwd,
                 ice_lite: options.ice_lite,
                 last_check: None,
@@ -642,7 +669,10 @@ impl Egress {
             let Some(s) = self.streams[slot].as_mut() else {
                 continue;
             };
-            let Some((source, _)) = s.video_source else {
+            let Some(VideoFeed {
+                key: source, rid, ..
+            }) = s.video_source
+            else {
                 continue;
             };
             let due = s
@@ -667,8 +697,8 @@ impl Egress {
                 } else {
                     KeyframeRequestKind::Fir
                 };
-                match w.request_keyframe(None, kind) {
-                    Ok(()) => tracing::debug!(key = source, ?kind, "keyframe requested"),
+                match w.request_keyframe(rid, kind) {
+                    Ok(()) => tracing::debug!(key = source, ?kind, ?rid, "keyframe requested"),
                     Err(e) => tracing::debug!(key = source, "keyframe request refused: {e}"),
                 }
             }
@@ -843,6 +873,10 @@ impl Egress {
                         }
                         Role::Publisher(p) if m.kind == MediaKind::Video => {
                             p.video = Some(m.mid);
+                            p.video_layers = m
+                                .simulcast
+                                .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                                .unwrap_or_default();
                         }
                         Role::Viewer { audio, .. } if m.kind == MediaKind::Audio => {
                             let pt = v.rtc.writer(m.mid).and_then(|w| {
@@ -871,22 +905,8 @@ impl Egress {
                                 let ts = d.time.numer() as u32;
                                 p.feed.push(seq, ts, &d.data, now);
                             } else if Some(d.mid) == p.video {
-                                p.video_frames += 1;
-                                // The stream's video source: the first publisher that sends
-                                // video; when it leaves, the next one that does.
                                 let s = self.streams[v.stream].as_mut().expect("live stream slot");
-                                let codec = d.params.spec().codec;
-                                let is_source = match s.video_source {
-                                    None => {
-                                        tracing::info!(key, stream = %s.name, ?codec, "video source");
-                                        s.video_source = Some((key, codec));
-                                        s.keyframe_wanted = true;
-                                        self.directory.set_video(&s.name, Some(codec));
-                                        true
-                                    }
-                                    Some((k, _)) => k == key,
-                                };
-                                if is_source {
+                                if forwards(s, key, p, &d, &self.directory) {
                                     self.video_out.push(VideoFrame {
                                         stream: v.stream,
                                         from: key,
@@ -896,6 +916,7 @@ impl Egress {
                                         data: d.data,
                                     });
                                 }
+                                p.video_frames += 1;
                             }
                         }
                     }
@@ -937,7 +958,7 @@ impl Egress {
         match &v.role {
             Role::Viewer { .. } => self.metrics.viewer_removed(&s.name, reason),
             Role::Publisher(p) => {
-                if s.video_source.is_some_and(|(k, _)| k == key) {
+                if s.video_source.is_some_and(|f| f.key == key) {
                     s.video_source = None;
                     self.directory.set_video(&s.name, None);
                 }
@@ -964,4 +985,37 @@ impl Egress {
         tracing::debug!(key, reason = reason.as_str(), "peer ended");
         self.ended.push(Ended { key, reason });
     }
+}
+
+/// Whether publisher `key`'s video frame `d` goes to the viewers of its stream `s`: picks
+/// (or changes) the stream's video source by the stream's [`VideoSource`] setting, and of
+/// a simulcast publisher forwards only the chosen layer, under the viewer's one video
+/// stream. A new source is asked for a keyframe at once.
+fn forwards(
+    s: &mut StreamMix,
+    key: PeerKey,
+    p: &Publisher,
+    d: &MediaData,
+    directory: &StreamDirectory,
+) -> bool {
+    let take = match (s.video_policy, s.video_source) {
+        (VideoSource::None, _) => return false,
+        (_, None) => true,
+        // The newest publisher to start sending video takes over.
+        (VideoSource::Latest, Some(f)) => f.key != key && p.video_frames == 0,
+        (VideoSource::First, Some(_)) => false,
+    };
+    if take {
+        let codec = d.params.spec().codec;
+        // The top layer: the first the publisher listed, or, with rids but no
+        // `a=simulcast` line, the first rid seen.
+        let rid = p.video_layers.first().copied().or(d.rid);
+        tracing::info!(key, stream = %s.name, ?codec, ?rid, policy = %s.video_policy, "video source");
+        s.video_source = Some(VideoFeed { key, rid });
+        s.keyframe_wanted = true;
+        s.last_keyframe_request = None;
+        directory.set_video(&s.name, Some(codec));
+    }
+    s.video_source
+        .is_some_and(|f| f.key == key && (f.rid.is_none() || f.rid == d.rid))
 }
