@@ -114,15 +114,6 @@ impl StreamDirectory {
         }
     }
 
-    /// How `name` picks its video publisher (the default for a stream that does not exist
-    /// yet: a publisher will create it with the default).
-    pub fn video_source(&self, name: &str) -> VideoSource {
-        self.lock()
-            .get(name)
-            .map(|s| s.video_source)
-            .unwrap_or_default()
-    }
-
     /// Whether `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.lock().contains_key(name)

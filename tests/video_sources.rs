@@ -144,6 +144,27 @@ fn simulcast_top_layer_reaches_viewers() {
             );
         }
     }
+    // A viewer joining now is offered the stream's codec only, as signalling does, and
+    // gets the top layer too.
+    let codec = directory.get("cam").and_then(|s| s.video);
+    let late = sim.add(PeerSetup {
+        current_video: codec,
+        ..viewer(5, "cam", VideoSource::First)
+    });
+    let answer = &sim.peers[late].answer;
+    let video_section = answer.split("m=video").nth(1).unwrap_or("");
+    assert!(
+        video_section.contains("VP8/90000") && !video_section.contains("H264/90000"),
+        "only VP8 offered: {answer}"
+    );
+    sim.run(Duration::from_secs(1));
+    let got = &sim.peers[late].video_in;
+    assert!(got.len() >= 40, "{} frames for the late viewer", got.len());
+    assert!(
+        got.iter().all(|f| f[18] == 0 && f.len() == 300),
+        "top layer only"
+    );
+
     let top = Rid::from("0");
     let requests = &sim.peers[p].keyframe_rids;
     println!(

@@ -132,18 +132,24 @@ pub fn accept(
 pub const VIDEO_CODECS: [Codec; 5] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1, Codec::H265];
 
 /// [`accept`] for a session of a stream whose video is chosen by `source` (see
-/// [`VideoSource`]): a viewer of an audio-only stream ([`VideoSource::None`]) gets an answer
-/// that rejects its video m-section (port 0, RFC 3264), so a player shows no video; every
-/// other session is answered as by [`accept`].
+/// [`VideoSource`]) and is now in codec `current` (`None`: no video yet). A viewer of an
+/// audio-only stream ([`VideoSource::None`]) gets an answer that rejects its video
+/// m-section (port 0, RFC 3264), so a player shows no video; a viewer of a stream with
+/// video is offered only that codec (one that cannot take it gets an audio-only answer,
+/// its video m-section rejected); a viewer of a stream without video yet, every codec both
+/// sides know. Publishers are answered as by [`accept`] whatever the setting: OBS with
+/// simulcast stops when its video is refused, so a `none` stream takes it and drops it.
 pub fn accept_for_stream(
     offer: &str,
     role: Role,
     candidates: &[SocketAddr],
     now: Instant,
     source: VideoSource,
+    current: Option<Codec>,
 ) -> Result<Negotiated, OfferError> {
-    let video = match (role, source) {
-        (Role::Viewer, VideoSource::None) => VideoCodecs::None,
+    let video = match (role, source, current) {
+        (Role::Viewer, VideoSource::None, _) => VideoCodecs::None,
+        (Role::Viewer, _, Some(codec)) => VideoCodecs::Only(codec),
         _ => VideoCodecs::Any,
     };
     accept_with_video(offer, role, candidates, now, video)
@@ -391,14 +397,80 @@ mod tests {
         let offer = av_viewer_offer();
         let addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
         let now = Instant::now();
-        let none = accept_for_stream(&offer, Role::Viewer, &[addr], now, VideoSource::None)
-            .expect("audio is still served");
+        let none = accept_for_stream(
+            &offer,
+            Role::Viewer,
+            &[addr],
+            now,
+            VideoSource::None,
+            Some(Codec::Vp8),
+        )
+        .expect("audio is still served");
         assert_eq!(video_port(&none.answer), Some("0"), "{}", none.answer);
         assert!(none.answer.contains("a=sendonly"), "audio is sent");
         for source in [VideoSource::First, VideoSource::Latest] {
-            let a = accept_for_stream(&offer, Role::Viewer, &[addr], now, source).unwrap();
+            let a = accept_for_stream(&offer, Role::Viewer, &[addr], now, source, None).unwrap();
             assert_ne!(video_port(&a.answer), Some("0"), "{source}: {}", a.answer);
         }
+    }
+
+    #[test]
+    fn viewers_are_offered_the_codec_the_video_has() {
+        let addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let now = Instant::now();
+        let first = VideoSource::First;
+        let vp8 = accept_for_stream(
+            &av_viewer_offer(),
+            Role::Viewer,
+            &[addr],
+            now,
+            first,
+            Some(Codec::Vp8),
+        )
+        .unwrap()
+        .answer;
+        let video: String = vp8.split("m=video").nth(1).unwrap_or("").to_string();
+        assert!(video.contains(" VP8/90000"), "{vp8}");
+        assert!(!video.contains("H264/") && !video.contains("VP9/"), "{vp8}");
+        // A viewer that offers VP8 only, of an H264 stream: audio only.
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let mut api = rtc.sdp_api();
+        for kind in [
+            str0m::media::MediaKind::Audio,
+            str0m::media::MediaKind::Video,
+        ] {
+            api.add_media(kind, str0m::media::Direction::RecvOnly, None, None, None);
+        }
+        let offer = api.apply().unwrap().0.to_sdp_string();
+        let h264 = accept_for_stream(&offer, Role::Viewer, &[addr], now, first, Some(Codec::H264))
+            .expect("audio is still served")
+            .answer;
+        assert_eq!(video_port(&h264), Some("0"), "{h264}");
+        // A publisher's video is taken whatever the stream's setting.
+        let mut rtc = Rtc::builder().build(now);
+        let mut api = rtc.sdp_api();
+        for kind in [
+            str0m::media::MediaKind::Audio,
+            str0m::media::MediaKind::Video,
+        ] {
+            api.add_media(kind, str0m::media::Direction::SendOnly, None, None, None);
+        }
+        let offer = api.apply().unwrap().0.to_sdp_string();
+        let p = accept_for_stream(
+            &offer,
+            Role::Publisher,
+            &[addr],
+            now,
+            VideoSource::None,
+            Some(Codec::H264),
+        )
+        .unwrap()
+        .answer;
+        assert_ne!(video_port(&p), Some("0"), "{p}");
     }
 
     #[test]

@@ -202,8 +202,10 @@ pub struct PeerSetup<'a> {
     /// A publisher's simulcast layers (rids), in its `a=simulcast` order.
     pub rids: &'a [&'a str],
     pub stream: &'a str,
-    /// How the stream picks its video (what signalling reads from the directory).
+    /// How the stream picks its video, and its video's codec now (what signalling reads
+    /// from the directory).
     pub video_source: VideoSource,
+    pub current_video: Option<str0m::format::Codec>,
 }
 
 impl<'a> PeerSetup<'a> {
@@ -216,6 +218,7 @@ impl<'a> PeerSetup<'a> {
             rids: &[],
             stream,
             video_source: VideoSource::First,
+            current_video: None,
         }
     }
 }
@@ -282,6 +285,7 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
         &[server_addr],
         now,
         setup.video_source,
+        setup.current_video,
     )
     .unwrap();
     let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
