@@ -585,3 +585,64 @@ fn simulcast_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), 
         )),
     }
 }
+
+/// A stream configured `video = "none"`: the camera's publisher is accepted, but the
+/// viewer's video m-section is rejected and the page shows its placeholder while the
+/// microphone is heard.
+#[test]
+fn chromium_audio_only_stream_shows_no_video() {
+    let test = "chromium_audio_only_stream_shows_no_video";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let mut config = Config::loopback_ephemeral();
+    config.streams.push(StreamConfig {
+        name: "radio".into(),
+        sources: Vec::new(),
+        video: mixcast::streams::VideoSource::None,
+    });
+    let server = Server::start(config).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        audio_only(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn audio_only(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let sent = publish_camera(browser, "radio")?;
+    eprintln!("publisher's outbound video: {sent}");
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(
+            &format!("http://{addr}/?play=radio"),
+            Duration::from_secs(10),
+        )
+        .map_err(cdp)?;
+    hears_the_microphone(browser, "radio")?;
+    // The publisher has been sending video for seconds by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = browser
+        .evaluate(
+            "(async () => ({ shown: mixcastTest.videoShown('radio'),\
+             stats: await mixcastTest.videoStats('radio'),\
+             placeholder: (() => { const p = document.querySelector('[data-stream=radio] .no-video');\
+               return p.hidden ? null : p.textContent })() }))()",
+        )
+        .map_err(cdp)?;
+    eprintln!("viewer of the audio-only stream: {seen}");
+    let decoded = seen["stats"]["framesDecoded"].as_f64().unwrap_or(0.0);
+    if seen["shown"]["shown"] != false || decoded > 0.0 || seen["placeholder"] != "no video" {
+        return Err(format!("an audio-only stream's viewer shows {seen}"));
+    }
+    screenshot(browser, "page-audio-only-stream")?;
+    Ok(())
+}
