@@ -97,8 +97,8 @@ fn viewer(key: u64, stream: &str, source: VideoSource) -> PeerSetup<'_> {
 }
 
 /// A publisher sending three simulcast layers: its answer receives all three, the layers
-/// all arrive, and viewers get the top layer's frames only (byte for byte, in order,
-/// under their one video stream); keyframe requests go to the top layer.
+/// all arrive, and viewers (on clean links) get the top layer's frames only (byte for
+/// byte, in order, under their one video stream); keyframe requests go to the top layer.
 #[test]
 fn simulcast_top_layer_reaches_viewers() {
     let (egress, directory) = engine("cam", VideoSource::First);
@@ -161,7 +161,7 @@ fn simulcast_top_layer_reaches_viewers() {
     let got = &sim.peers[late].video_in;
     assert!(got.len() >= 40, "{} frames for the late viewer", got.len());
     assert!(
-        got.iter().all(|f| f[18] == 0 && f.len() == 300),
+        got.iter().all(|f| f[18] == 0 && f.len() == 1000),
         "top layer only"
     );
 
@@ -265,4 +265,71 @@ fn no_video_source_is_audio_only() {
     );
     sim.run(Duration::from_millis(500));
     assert!(sim.peers[a].sent > 150, "the publisher kept sending");
+}
+
+/// A viewer behind a link too narrow for the top layer (its receiver reports show the
+/// loss) moves to the next layer at that layer's keyframe, and stays there; a viewer on a
+/// clean link keeps the top layer.
+#[test]
+fn a_lossy_viewer_moves_to_a_smaller_layer() {
+    let (egress, _) = engine("cam", VideoSource::First);
+    let mut sim = Sim::new(egress);
+    let rids = ["0", "1", "2"];
+    let p = sim.add(PeerSetup {
+        rids: &rids,
+        ..publisher(1, "cam", VideoSource::First)
+    });
+    let clean = sim.add(viewer(2, "cam", VideoSource::First));
+    let narrow = sim.add(viewer(3, "cam", VideoSource::First));
+    // 128 kbit/s of audio and 400 kbit/s of top layer do not fit 450 kbit/s; the middle
+    // layer's 200 kbit/s does.
+    let narrow_addr = sim.peers[narrow].addr;
+    sim.wire
+        .limits
+        .insert(narrow_addr, sim::Policer::new(450_000.0 / 8.0));
+    sim.run(Duration::from_secs(6));
+    assert!(
+        sim.peers.iter().all(|p| p.connected),
+        "every peer connected"
+    );
+    let layers = |v: usize| -> Vec<u8> { sim.peers[v].video_in.iter().map(|f| f[18]).collect() };
+    let clean_layers = layers(clean);
+    assert!(
+        !clean_layers.is_empty() && clean_layers.iter().all(|&l| l == 0),
+        "the clean viewer keeps the top layer"
+    );
+    let narrow_layers = layers(narrow);
+    let policer = &sim.wire.limits[&narrow_addr];
+    let switched = narrow_layers.iter().position(|&l| l == 1);
+    println!(
+        "narrow viewer: {} frames, first of layer 1 at #{switched:?}; link dropped {} of {} \
+         datagrams; keyframe requests {:?}",
+        narrow_layers.len(),
+        policer.dropped,
+        policer.dropped + policer.passed,
+        sim.peers[p].keyframe_rids
+    );
+    let switched = switched.expect("the narrow viewer moved to layer 1");
+    let after = &narrow_layers[switched..];
+    assert!(
+        after.iter().all(|&l| l == 1),
+        "after the move, only layer 1: {after:?}"
+    );
+    assert!(after.len() >= 50, "{} frames of layer 1", after.len());
+    // The move waited for a keyframe of layer 1 (the fake frames are all keyframes) and
+    // the publisher was asked for one.
+    assert!(
+        sim.peers[p].keyframe_rids.contains(&Some(Rid::from("1"))),
+        "layer 1's keyframe requested: {:?}",
+        sim.peers[p].keyframe_rids
+    );
+    // Loss on the narrow link fell once the viewer moved down.
+    let dropped_before = sim.wire.limits[&narrow_addr].dropped;
+    sim.run(Duration::from_secs(3));
+    let dropped_after = sim.wire.limits[&narrow_addr].dropped - dropped_before;
+    println!("dropped in the 3 s after the move: {dropped_after}");
+    assert!(
+        dropped_after < 20,
+        "{dropped_after} datagrams dropped on layer 1"
+    );
 }

@@ -68,6 +68,10 @@ pub fn needs_ice_lite(offer: &str) -> bool {
     })
 }
 
+/// How often str0m reports a viewer's send statistics (the loss its receiver reports
+/// show), which move it between simulcast layers (see `egress::Layering`).
+pub const VIEWER_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Our Opus payload type in answers when the offer does not dictate one.
 const PT_OPUS: u8 = 111;
 
@@ -201,6 +205,9 @@ pub fn accept_with_video(
         .enable_vp9(wanted(Codec::Vp9))
         .enable_av1(wanted(Codec::Av1))
         .enable_h265(wanted(Codec::H265));
+    if role == Role::Viewer {
+        builder = builder.set_stats_interval(Some(VIEWER_STATS_INTERVAL));
+    }
     if role == Role::Publisher {
         // Audio is released packet by packet as it arrives; the publisher's jitter buffer
         // does the reordering and concealment.

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,18 +22,66 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 /// One-way delay of the simulated link.
 pub const LINK_DELAY: Duration = Duration::from_millis(5);
 
-/// Datagrams in flight, delivered [`LINK_DELAY`] after they were sent.
+/// Datagrams in flight, delivered [`LINK_DELAY`] after they were sent; a destination with
+/// a [`Policer`] gets only what fits its rate.
 #[derive(Default)]
 pub struct Wire {
     pub in_flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     pub now: Option<Instant>,
+    pub limits: HashMap<SocketAddr, Policer>,
+}
+
+/// A token bucket on the way to one address: a datagram that does not fit is dropped, as
+/// a congested link would.
+pub struct Policer {
+    pub bytes_per_second: f64,
+    pub burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    pub dropped: u64,
+    pub passed: u64,
+}
+
+impl Policer {
+    pub fn new(bytes_per_second: f64) -> Policer {
+        let burst = bytes_per_second / 10.0;
+        Policer {
+            bytes_per_second,
+            burst,
+            tokens: burst,
+            last: None,
+            dropped: 0,
+            passed: 0,
+        }
+    }
+
+    fn admits(&mut self, now: Instant, len: usize) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.bytes_per_second;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= len as f64 {
+            self.tokens -= len as f64;
+            self.passed += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
 }
 
 impl Transmitter for Wire {
     fn send(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        let at = self.now.expect("clock set") + LINK_DELAY;
+        let now = self.now.expect("clock set");
+        if let Some(p) = self.limits.get_mut(&destination) {
+            if !p.admits(now, data.len()) {
+                return;
+            }
+        }
         self.in_flight
-            .push_back((at, source, destination, data.to_vec()));
+            .push_back((now + LINK_DELAY, source, destination, data.to_vec()));
     }
 }
 
@@ -79,11 +127,12 @@ pub fn vp8_frame(n: u64) -> Vec<u8> {
 }
 
 /// [`vp8_frame`] of simulcast layer `layer` (0 = the first listed): byte 18 names the
-/// layer, and lower layers are smaller, as real ones are.
+/// layer, and lower layers are smaller, as real ones are (1000, 500, 333 bytes: 400, 200
+/// and 133 kbit/s at 50 frames a second).
 pub fn vp8_layer_frame(n: u64, layer: usize) -> Vec<u8> {
     let mut f = vp8_frame(n);
     f[18] = layer as u8;
-    f.truncate(300 / (layer + 1));
+    f.resize(1000 / (layer + 1), 0x55);
     f
 }
 
