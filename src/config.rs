@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::media::sources::SourceSpec;
 use crate::signal::auth::{Access, Secret};
+use crate::streams::VideoSource;
 
 /// The default HTTP port (MediaMTX's WebRTC port, so its users feel at home).
 pub const DEFAULT_HTTP_PORT: u16 = 8889;
@@ -105,6 +106,8 @@ pub struct StreamConfig {
     pub name: String,
     /// Its inputs.
     pub sources: Vec<InputConfig>,
+    /// Which publisher's video its viewers get.
+    pub video: VideoSource,
 }
 
 /// A STUN or TURN server offered to clients in `Link` headers.
@@ -226,6 +229,7 @@ impl Config {
             streams: vec![StreamConfig {
                 name: "live".into(),
                 sources: vec![SourceSpec::Tone.into()],
+                video: VideoSource::default(),
             }],
             max_viewers: DEFAULT_MAX_VIEWERS,
             ice_servers: Vec::new(),
@@ -260,6 +264,7 @@ struct FileConfig {
 #[serde(default, deny_unknown_fields)]
 struct FileStream {
     sources: Vec<FileInput>,
+    video: Option<VideoSource>,
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
 }
@@ -303,6 +308,13 @@ pub struct ServeArgs {
     /// configured anywhere, `live=tone`.
     #[arg(long = "source", value_name = "NAME=SPEC")]
     pub sources: Vec<String>,
+
+    /// Which publisher's video a stream's viewers get: NAME=first (the first publisher that
+    /// sends video keeps it until it leaves; the default), NAME=latest (the newest one takes
+    /// over) or NAME=none (audio only: viewers are answered without video). Repeatable. A
+    /// NAME not configured otherwise becomes a configured stream with no inputs.
+    #[arg(long = "video", value_name = "NAME=first|latest|none")]
+    pub videos: Vec<String>,
 
     /// Most viewers at once; more get 503 with Retry-After [default: 10000].
     #[arg(long, env = "MIXCAST_MAX_VIEWERS", value_name = "N")]
@@ -425,6 +437,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let mut streams: BTreeMap<String, Vec<InputConfig>> = BTreeMap::new();
+        let mut video: BTreeMap<String, VideoSource> = BTreeMap::new();
         let mut auth = AuthConfig {
             publish: TokenRules {
                 default: file.publish_tokens.clone(),
@@ -458,6 +471,9 @@ impl ServeArgs {
                 });
             }
             streams.insert(name.clone(), inputs);
+            if let Some(v) = s.video {
+                video.insert(name.clone(), v);
+            }
         }
         let mut from_flags: BTreeMap<String, Vec<InputConfig>> = BTreeMap::new();
         for s in &self.sources {
@@ -483,6 +499,18 @@ impl ServeArgs {
             .unwrap_or(DEFAULT_MAX_PUBLISHERS);
         if streams.is_empty() {
             streams.insert("live".into(), vec![SourceSpec::Tone.into()]);
+        }
+        for v in &self.videos {
+            let (name, choice) = v.split_once('=').ok_or_else(|| {
+                ConfigError::Invalid(format!("--video {v:?}: expected NAME=first|latest|none"))
+            })?;
+            let choice = choice
+                .parse()
+                .map_err(|e: String| ConfigError::Invalid(format!("--video {v:?}: {e}")))?;
+            video.insert(name.trim().to_string(), choice);
+        }
+        for name in video.keys() {
+            streams.entry(name.clone()).or_default();
         }
         for name in streams.keys() {
             if !valid_stream_name(name) {
@@ -533,7 +561,11 @@ impl ServeArgs {
             public_ips,
             streams: streams
                 .into_iter()
-                .map(|(name, sources)| StreamConfig { name, sources })
+                .map(|(name, sources)| StreamConfig {
+                    video: video.get(&name).copied().unwrap_or_default(),
+                    name,
+                    sources,
+                })
                 .collect(),
             max_viewers,
             ice_servers,
@@ -630,6 +662,72 @@ url = "stun:stun.example.org:3478"
             ..Default::default()
         })
         .contains("htp_port"));
+    }
+
+    #[test]
+    fn video_source_per_stream() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            r#"[streams.studio]
+video = "latest"
+[streams.radio]
+sources = ["tone"]
+video = "none"
+[streams.talk]
+video = "first"
+"#
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            videos: vec!["talk=latest".into(), "cam=none".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let video = |name: &str| c.streams.iter().find(|s| s.name == name).map(|s| s.video);
+        assert_eq!(video("studio"), Some(VideoSource::Latest));
+        assert_eq!(video("radio"), Some(VideoSource::None));
+        assert_eq!(video("talk"), Some(VideoSource::Latest), "the flag wins");
+        assert_eq!(
+            video("cam"),
+            Some(VideoSource::None),
+            "a flag alone configures the stream"
+        );
+        assert!(c.streams.iter().all(|s| s.name != "live"));
+        let d = ServeArgs::default().resolve().unwrap();
+        assert_eq!(d.streams[0].video, VideoSource::First, "the default");
+        // A --video flag alone does not replace the default stream.
+        let c = ServeArgs {
+            videos: vec!["cam=latest".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.streams.iter().any(|s| s.name == "live"));
+        for bad in ["cam", "cam=newest"] {
+            let err = ServeArgs {
+                videos: vec![bad.into()],
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("--video"), "{err}");
+        }
+        writeln!(f, "[streams.bad]\nvideo = \"sometimes\"").unwrap();
+        let err = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("sometimes") || err.contains("variant"),
+            "{err}"
+        );
     }
 
     #[test]

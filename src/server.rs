@@ -79,7 +79,7 @@ impl Server {
             }
             let encoder = Encoder::new(config.bitrate)
                 .map_err(|e| StartError::Config(format!("stream {}: {e}", s.name)))?;
-            mixes.push(StreamMix::new(s.name.clone(), mixer, encoder));
+            mixes.push(StreamMix::new(s.name.clone(), mixer, encoder).with_video_source(s.video));
         }
         let directory = Arc::new(StreamDirectory::new(config.streams.iter().map(|s| {
             (

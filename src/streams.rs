@@ -9,6 +9,55 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Which publisher's video a stream's viewers get (config: `[streams.X] video = "..."`,
+/// flag: `--video X=...`). Only one publisher's video reaches viewers at a time; audio of
+/// every publisher is mixed whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoSource {
+    /// The first publisher that sends video keeps the stream until it leaves; then the
+    /// next one that sends video takes over.
+    #[default]
+    First,
+    /// The newest publisher that sends video takes over at once (with a keyframe request);
+    /// when it leaves, the next one that sends video does.
+    Latest,
+    /// An audio-only stream: no publisher's video is forwarded, and viewers' answers
+    /// reject their video m-section (port 0), so players show no video element.
+    None,
+}
+
+impl VideoSource {
+    /// The setting's name, as in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoSource::First => "first",
+            VideoSource::Latest => "latest",
+            VideoSource::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for VideoSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VideoSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "first" => Ok(VideoSource::First),
+            "latest" => Ok(VideoSource::Latest),
+            "none" => Ok(VideoSource::None),
+            other => Err(format!(
+                "video source {other:?}: expected first, latest or none"
+            )),
+        }
+    }
+}
+
 /// What the directory knows of one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamState {
@@ -20,6 +69,8 @@ pub struct StreamState {
     pub publishers: usize,
     /// The codec of the stream's video, while a publisher sends video.
     pub video: Option<str0m::format::Codec>,
+    /// How the stream picks its video publisher.
+    pub video_source: VideoSource,
 }
 
 /// The live streams, by name.
@@ -41,6 +92,7 @@ impl StreamDirectory {
                         sources,
                         publishers: 0,
                         video: None,
+                        video_source: VideoSource::default(),
                     },
                 )
             })
@@ -53,6 +105,13 @@ impl StreamDirectory {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamState>> {
         // A poisoned lock only means a thread panicked between two plain field updates.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how configured stream `name` picks its video publisher.
+    pub fn set_video_source(&self, name: &str, source: VideoSource) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.video_source = source;
+        }
     }
 
     /// Whether `name` exists.

@@ -21,6 +21,16 @@ const STATS_INTERVAL_MS = 1000;
 const ICE_GATHERING_TIMEOUT_MS = 2000;
 const CONNECT_TIMEOUT_MS = 10000;
 const DELETE_TIMEOUT_MS = 5000;
+// How long a player watches for its first decoded video frame (for `timing`).
+const FIRST_FRAME_WATCH_MS = 15000;
+const FIRST_FRAME_POLL_MS = 20;
+// Simulcast from the page (tests): three encodings, the largest listed first (the server
+// forwards the first layer of the offer's a=simulcast line).
+const SIMULCAST_ENCODINGS = [
+  { rid: "f" },
+  { rid: "h", scaleResolutionDownBy: 2 },
+  { rid: "q", scaleResolutionDownBy: 4 },
+];
 // 8192 samples at 48 kHz: 5.9 Hz bins and a 170 ms window, shorter than the test
 // signal's 800 ms beep.
 const FFT_SIZE = 8192;
@@ -180,6 +190,10 @@ class WhepPlayer extends EventTarget {
   deleteStatus = null;
   /** Whether video frames are arriving and shown (the track is live and has a size). */
   hasVideo = false;
+  /** When (performance.now(), ms) this session's steps happened: `post` (the offer sent),
+   * `answer`, `connected`, `firstDecoded` (getStats saw a decoded frame) and
+   * `firstPainted` (the <video> presented one); null until each happens. */
+  timing = null;
 
   #pc = null;
   #sessionUrl = null;
@@ -214,6 +228,14 @@ class WhepPlayer extends EventTarget {
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
     this.#set({ state: "connecting", error: null, notice: null, hasVideo: false });
+    const timing = {
+      post: null,
+      answer: null,
+      connected: null,
+      firstDecoded: null,
+      firstPainted: null,
+    };
+    this.timing = timing;
 
     pc.addTransceiver("audio", { direction: "recvonly" });
     // Asked for even when the stream has no video yet: it may start later, and WHEP
@@ -239,6 +261,7 @@ class WhepPlayer extends EventTarget {
       if (this.#pc !== pc) return;
 
       const endpoint = new URL(`/${encodeURIComponent(this.stream)}/whep`, location.href);
+      timing.post = performance.now();
       const response = await fetch(endpoint, {
         method: "POST",
         headers: { "Content-Type": "application/sdp" },
@@ -246,6 +269,7 @@ class WhepPlayer extends EventTarget {
       });
       if (response.status !== 201) throw await failureOf("POST", endpoint, response);
       const body = await response.text();
+      timing.answer = performance.now();
       const sessionPath = response.headers.get("Location");
       if (!sessionPath) throw new UserError("the server's 201 has no Location header");
       const sessionUrl = new URL(sessionPath, endpoint);
@@ -256,8 +280,24 @@ class WhepPlayer extends EventTarget {
       }
       this.#sessionUrl = sessionUrl;
       await pc.setRemoteDescription({ type: "answer", sdp: body });
+      this.#watchFirstFrame(pc, timing);
     } catch (err) {
       this.#fail(pc, err);
+    }
+  }
+
+  /** Notes in `timing` when getStats first counts a decoded video frame (polled for a
+   * while after the answer: a join's first frame is the keyframe the server asked for). */
+  async #watchFirstFrame(pc, timing) {
+    const until = performance.now() + FIRST_FRAME_WATCH_MS;
+    while (this.#pc === pc && timing.firstDecoded === null && performance.now() < until) {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0) {
+          timing.firstDecoded ??= performance.now();
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, FIRST_FRAME_POLL_MS));
     }
   }
 
@@ -413,6 +453,10 @@ class WhepPlayer extends EventTarget {
     track.addEventListener("unmute", () => this.#checkVideo());
     track.addEventListener("ended", () => this.#checkVideo());
     this.video.srcObject = new MediaStream([track]);
+    const timing = this.timing;
+    this.video.requestVideoFrameCallback?.((now) => {
+      if (timing) timing.firstPainted ??= now;
+    });
     // Muted, so autoplay is always allowed.
     this.video.play().catch(() => {});
     this.#checkVideo();
@@ -431,6 +475,7 @@ class WhepPlayer extends EventTarget {
     switch (pc.connectionState) {
       case "connected":
         clearTimeout(this.#connectTimer);
+        if (this.timing) this.timing.connected ??= performance.now();
         this.#set({ state: "connected" });
         break;
       case "disconnected":
@@ -494,6 +539,8 @@ class WhipPublisher extends EventTarget {
   camera = false;
   /** Whether the answer accepted our video (null before the answer or without camera). */
   videoAccepted = null;
+  /** With simulcast: the answer's `a=simulcast:` value (e.g. "recv f;h;q"), else null. */
+  simulcastAnswer = null;
   /** The captured media (microphone, and camera if asked), for a preview; or null. */
   media = null;
 
@@ -517,7 +564,11 @@ class WhipPublisher extends EventTarget {
    *
    * Voice processing (echo cancellation, noise suppression, automatic gain) is off unless
    * asked for: it treats a steady tone or music as noise, and mixcast mixes music. */
-  async publish(stream, token, { voiceProcessing = false, camera = false } = {}) {
+  async publish(
+    stream,
+    token,
+    { voiceProcessing = false, camera = false, videoCodec = null, simulcast = false } = {},
+  ) {
     if (this.#pc) return;
     const pc = new RTCPeerConnection();
     this.#pc = pc;
@@ -536,6 +587,7 @@ class WhipPublisher extends EventTarget {
       stereo: null,
       camera,
       videoAccepted: null,
+      simulcastAnswer: null,
     });
     pc.addEventListener("connectionstatechange", () => this.#onConnectionState(pc));
 
@@ -578,7 +630,12 @@ class WhipPublisher extends EventTarget {
       }, CONNECT_TIMEOUT_MS);
 
       pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
-      if (videoTrack) pc.addTransceiver(videoTrack, { direction: "sendonly", streams: [media] });
+      if (videoTrack) {
+        const init = { direction: "sendonly", streams: [media] };
+        if (simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        const transceiver = pc.addTransceiver(videoTrack, init);
+        if (videoCodec) offerOnlyVideoCodec(transceiver, videoCodec);
+      }
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
       if (this.#pc !== pc) return;
@@ -604,6 +661,7 @@ class WhipPublisher extends EventTarget {
       this.#set({
         stereo: opusStereoIn(answer),
         videoAccepted: videoTrack ? videoAcceptedIn(answer) : null,
+        simulcastAnswer: simulcast ? (answer.match(/^a=simulcast:(.*?)\r?$/m)?.[1] ?? null) : null,
       });
     } catch (err) {
       this.#fail(pc, err);
@@ -657,8 +715,13 @@ class WhipPublisher extends EventTarget {
     let remote = null;
     let source = null;
     let video = null;
+    // With simulcast, one outbound-rtp per layer; `video` is the largest.
+    const layers = [];
     report.forEach((s) => {
-      if (s.type === "outbound-rtp" && s.kind === "video") video = s;
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        layers.push(s);
+        if (!video || (s.frameWidth ?? 0) > (video.frameWidth ?? 0)) video = s;
+      }
       if (s.kind !== "audio") return;
       if (s.type === "outbound-rtp") outbound = s;
       if (s.type === "remote-inbound-rtp") remote = s;
@@ -691,6 +754,13 @@ class WhipPublisher extends EventTarget {
         firCount: video.firCount ?? 0,
         qualityLimitationReason: video.qualityLimitationReason ?? null,
         codec: codecOf(report, video),
+        /** Per simulcast layer (one entry without simulcast). */
+        layers: layers.map((l) => ({
+          rid: l.rid ?? null,
+          frameWidth: l.frameWidth ?? 0,
+          frameHeight: l.frameHeight ?? 0,
+          framesSent: l.framesSent ?? 0,
+        })),
       },
     };
   }
@@ -749,6 +819,30 @@ class WhipPublisher extends EventTarget {
     Object.assign(this, changes);
     this.dispatchEvent(new Event("change"));
   }
+}
+
+/** Makes `transceiver` offer only `codec` ("VP8", "H264", ...) and its RTX, so the
+ * server can only pick it. */
+function offerOnlyVideoCodec(transceiver, codec) {
+  const want = `video/${codec}`.toLowerCase();
+  let lastError = null;
+  // Chrome checks a send-only transceiver's list against the sender's capabilities,
+  // older versions against the receiver's: try both.
+  const capabilities = [RTCRtpSender.getCapabilities("video"), RTCRtpReceiver.getCapabilities("video")];
+  for (const caps of capabilities) {
+    const codecs = caps?.codecs ?? [];
+    const chosen = codecs.filter((c) => c.mimeType.toLowerCase() === want);
+    if (!chosen.length) continue;
+    const rtx = codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx");
+    try {
+      transceiver.setCodecPreferences([...chosen, ...rtx]);
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  const why = lastError ? `: ${messageOf(lastError)}` : "";
+  throw new UserError(`this browser cannot send ${codec}${why}`);
 }
 
 /** Asks for the microphone, in stereo where it has two channels, and for the camera if
@@ -960,6 +1054,8 @@ function renderMeters(meters, levels) {
 class PublishPanel {
   /** Channels the meters are built for. */
   #meterChannels = -1;
+  /** Options only tests set (`videoCodec`, `simulcast`; see publishAndWait). */
+  #testOptions = {};
 
   constructor(root, onConnected) {
     this.root = root;
@@ -1002,12 +1098,14 @@ class PublishPanel {
     return this.publisher.publish(stream, this.el.token.value.trim(), {
       voiceProcessing: this.el.processing.checked,
       camera: this.el.camera.checked,
+      ...this.#testOptions,
     });
   }
 
-  /** Fills in the form (`video`: the camera too) and publishes; resolves once connected,
-   * rejects with the error if publishing fails or stops first. For tests. */
-  publishAndWait(stream, token, { video = false } = {}) {
+  /** Fills in the form (`video`: the camera too; `videoCodec`: offer only that codec, e.g.
+   * "VP8"; `simulcast`: three encodings) and publishes; resolves once connected, rejects
+   * with the error if publishing fails or stops first. For tests. */
+  publishAndWait(stream, token, { video = false, videoCodec = null, simulcast = false } = {}) {
     const publisher = this.publisher;
     const settled = new Promise((resolve, reject) => {
       const check = () => {
@@ -1025,6 +1123,7 @@ class PublishPanel {
       this.el.stream.value = stream;
       this.el.token.value = token ?? "";
       this.el.camera.checked = video;
+      this.#testOptions = { videoCodec, simulcast };
       this.start();
     } else if (publisher.state === "connected") {
       return Promise.resolve(publisher.state);
@@ -1219,16 +1318,31 @@ window.mixcastTest = {
   videoStats: async (stream) => (await app.cards.get(stream)?.player.videoStats()) ?? null,
   /** What the card's <video> shows: { shown, width, height }, or null without a card. */
   videoShown: (stream) => app.cards.get(stream)?.player.videoShown() ?? null,
+  /** The player's session steps (performance.now() ms: post, answer, connected,
+   * firstDecoded, firstPainted), or null before play. */
+  timing: (stream) => app.cards.get(stream)?.player.timing ?? null,
   dominantFrequencies: (stream) =>
     app.cards.get(stream)?.player.dominantFrequencies() ?? { left: null, right: null },
-  /** Publishes the microphone (and the camera with `{ video: true }`) to `stream`;
-   * resolves once connected, rejects on failure. */
+  /** Publishes the microphone (and the camera with `{ video: true }`, only codec
+   * `videoCodec` if given, as simulcast with `simulcast: true`) to `stream`; resolves once
+   * connected, rejects on failure. */
   publish: (stream, token, options) => app.publish.publishAndWait(stream, token, options),
   publishStop: () => app.publish.publisher.stop(),
   publishState: () => {
-    const { state, error, stream, channels, stereo, deleteStatus, camera, videoAccepted } =
-      app.publish.publisher;
-    return { state, error, stream, channels, stereo, deleteStatus, camera, videoAccepted };
+    const p = app.publish.publisher;
+    const { state, error, stream, channels, stereo, deleteStatus, camera, videoAccepted } = p;
+    const { simulcastAnswer } = p;
+    return {
+      state,
+      error,
+      stream,
+      channels,
+      stereo,
+      deleteStatus,
+      camera,
+      videoAccepted,
+      simulcastAnswer,
+    };
   },
   /** Outbound audio numbers, with the video's under `video` (null without camera). */
   publishStats: async () => (await app.publish.publisher.stats()) ?? null,

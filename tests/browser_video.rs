@@ -1,7 +1,11 @@
 //! Video through mixcast with real browsers: a headless Chromium publishes its fake
 //! camera (a generated moving pattern) and a fake microphone over WHIP from the page in
-//! static/, and another tab plays the stream from the page over WHEP: frames must be
-//! decoded there, at the size the publisher sends, and the audio must still arrive.
+//! static/, with H264 and again with VP8, and another tab plays the stream from the page
+//! over WHEP: frames must be decoded there, in the codec sent, at the size the publisher
+//! sends, and the audio must still arrive. A viewer joining a running stream must decode
+//! its first frame within [`JOIN_FIRST_FRAME`] of its POST (the server's keyframe request
+//! at work: Chrome's encoder sends a keyframe at the start and then, in practice, only
+//! when asked).
 //!
 //! Without a Chromium binary (`$CHROMIUM`, else /usr/bin/chromium) these tests print that
 //! they skipped and pass, unless `MIXCAST_REQUIRE_BROWSER=1`, when they fail. Every wait is
@@ -33,6 +37,12 @@ const COUNT_FOR: Duration = Duration::from_secs(3);
 /// camera's rate, so that a busy machine does not fail the test, yet a stall does.
 const MIN_FRAMES: f64 = 15.0;
 
+/// The longest a viewer joining a running stream may wait, from its POST, for its first
+/// decoded frame. Measured on the loopback: see the test's output.
+const JOIN_FIRST_FRAME: Duration = Duration::from_secs(1);
+/// Viewers that join the running stream one after another in the join test.
+const JOINS: usize = 3;
+
 /// The server's log goes to the test output; `RUST_LOG=mixcast=debug` shows the video
 /// path (keyframe requests, forwarding) when a test fails.
 fn init_tracing() {
@@ -63,11 +73,27 @@ fn write_microphone_wav(path: &Path) -> Result<(), hound::Error> {
     wav.finalize()
 }
 
-/// The page publishes camera and microphone to a new stream `cam`; a second tab plays
-/// `cam` and decodes its video, at the publisher's frame size, and hears its tones.
+/// The page publishes camera (H264 only) and microphone to a new stream `cam`; a second
+/// tab plays `cam` and decodes its H264 video, at the publisher's frame size, and hears its
+/// tones.
 #[test]
 fn chromium_publishes_camera_and_another_tab_watches_it() {
-    let test = "chromium_publishes_camera_and_another_tab_watches_it";
+    publish_and_watch_with(
+        "chromium_publishes_camera_and_another_tab_watches_it",
+        "H264",
+    );
+}
+
+/// As [`chromium_publishes_camera_and_another_tab_watches_it`], with VP8.
+#[test]
+fn chromium_publishes_vp8_camera_and_another_tab_watches_it() {
+    publish_and_watch_with(
+        "chromium_publishes_vp8_camera_and_another_tab_watches_it",
+        "VP8",
+    );
+}
+
+fn publish_and_watch_with(test: &str, codec: &'static str) {
     let Some(binary) = chromium_or_skip(test) else {
         return;
     };
@@ -79,19 +105,20 @@ fn chromium_publishes_camera_and_another_tab_watches_it() {
     let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
     let addr = server.http_addr();
     with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
-        publish_then_watch(browser, addr)
+        publish_then_watch(browser, addr, codec)
     });
     server.shutdown();
 }
 
-fn publish_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+fn publish_then_watch(browser: &mut Chromium, addr: SocketAddr, codec: &str) -> Result<(), String> {
     browser
         .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
         .map_err(cdp)?;
     let publisher = browser.current_page();
-    let sent = publish_camera(browser, "cam")?;
+    let sent = publish_camera_with(browser, "cam", Some(codec))?;
     eprintln!("publisher's outbound video: {sent}");
-    screenshot(browser, "page-publishing-camera")?;
+    check_codec("the publisher sends", &sent, codec)?;
+    screenshot(browser, &format!("page-publishing-camera-{codec}"))?;
 
     browser.open_page().map_err(cdp)?;
     browser
@@ -99,9 +126,114 @@ fn publish_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), St
         .map_err(cdp)?;
     let viewer = browser.current_page();
     let video = frames_flow(browser, "cam", Duration::from_secs(15))?;
+    check_codec("the viewer decodes", &video, codec)?;
     check_frame_size(browser, "cam", &video, &publisher, &viewer)?;
     hears_the_microphone(browser, "cam")?;
-    screenshot(browser, "page-watching-camera")?;
+    screenshot(browser, &format!("page-watching-camera-{codec}"))?;
+    Ok(())
+}
+
+/// `stats` (outbound or inbound video stats from the page) name `codec` (`video/<codec>`).
+fn check_codec(what: &str, stats: &Value, codec: &str) -> Result<(), String> {
+    let mime = stats["codec"]["mimeType"].as_str().unwrap_or("");
+    if mime.eq_ignore_ascii_case(&format!("video/{codec}")) {
+        Ok(())
+    } else {
+        Err(format!("{what} {mime:?}, want video/{codec}: {stats}"))
+    }
+}
+
+/// Viewers joining a running stream, one after another, each decode their first frame
+/// within [`JOIN_FIRST_FRAME`] of their POST: the keyframe request a join causes reaches
+/// the publisher and its keyframe comes back at once (Chrome's encoder sends keyframes
+/// rarely unless asked, so without the request a joiner would wait far longer).
+#[test]
+fn chromium_viewer_joining_a_running_stream_decodes_within_a_second() {
+    let test = "chromium_viewer_joining_a_running_stream_decodes_within_a_second";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        join_running_stream(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn join_running_stream(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let sent = publish_camera_with(browser, "cam", Some("VP8"))?;
+    eprintln!("publisher's outbound video: {sent}");
+    // Let the stream run past its first keyframes, so joiners need new ones.
+    std::thread::sleep(Duration::from_secs(3));
+
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let mut figures = Vec::new();
+    for join in 1..=JOINS {
+        browser.evaluate("mixcastTest.play('cam')").map_err(cdp)?;
+        let timing = browser
+            .wait_for(
+                "(() => { const t = mixcastTest.timing('cam'); return t && t.firstDecoded && t; })()",
+                Instant::now() + Duration::from_secs(10),
+                "the joining viewer's first decoded frame",
+            )
+            .map_err(|e| {
+                let t = browser.evaluate("mixcastTest.timing('cam')");
+                let v = browser.evaluate("mixcastTest.videoStats('cam')");
+                format!("join {join}: {e}; timing {t:?}, video {v:?}")
+            })?;
+        let since_post = |k: &str| match (timing[k].as_f64(), timing["post"].as_f64()) {
+            (Some(t), Some(post)) => Some(t - post),
+            _ => None,
+        };
+        let (answer, connected, decoded) = (
+            since_post("answer"),
+            since_post("connected"),
+            since_post("firstDecoded"),
+        );
+        // The picture may be painted a little after the frame is counted.
+        std::thread::sleep(Duration::from_millis(300));
+        let painted = browser
+            .evaluate("(() => { const t = mixcastTest.timing('cam'); return t.firstPainted && t.firstPainted - t.post; })()")
+            .map_err(cdp)?;
+        let stats = browser
+            .evaluate("mixcastTest.videoStats('cam')")
+            .map_err(cdp)?;
+        eprintln!(
+            "join {join}: from the POST, answer {answer:?} ms, connected {connected:?} ms, \
+             first frame decoded {decoded:?} ms, painted {painted} ms; {stats}"
+        );
+        figures.push((answer, connected, decoded));
+        let decoded = decoded.ok_or("no firstDecoded")?;
+        if decoded > JOIN_FIRST_FRAME.as_secs_f64() * 1000.0 {
+            return Err(format!(
+                "join {join}: first frame decoded {decoded:.0} ms after the POST, want at most \
+                 {JOIN_FIRST_FRAME:?}; all so far {figures:?}"
+            ));
+        }
+        browser.evaluate("mixcastTest.stop('cam')").map_err(cdp)?;
+        browser
+            .wait_for(
+                "mixcastTest.state('cam') === 'stopped'",
+                Instant::now() + Duration::from_secs(10),
+                "the viewer to stop",
+            )
+            .map_err(cdp)?;
+        // Past the server's keyframe rate limit, so each join asks anew.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    eprintln!("joins (answer, connected, first frame decoded) ms after the POST: {figures:?}");
     Ok(())
 }
 
@@ -123,6 +255,7 @@ fn chromium_viewer_waiting_before_the_camera_gets_video() {
     config.streams.push(StreamConfig {
         name: "studio".into(),
         sources: Vec::new(),
+        video: Default::default(),
     });
     let server = Server::start(config).expect("the server starts");
     let addr = server.http_addr();
@@ -195,9 +328,19 @@ fn watch_then_publish(browser: &mut Chromium, addr: SocketAddr) -> Result<(), St
 /// Publishes camera and microphone from the current page to `stream`; returns the
 /// outbound video stats once frames are being sent.
 fn publish_camera(browser: &mut Chromium, stream: &str) -> Result<Value, String> {
+    publish_camera_with(browser, stream, None)
+}
+
+/// [`publish_camera`], offering only video codec `codec` ("H264", "VP8") if given.
+fn publish_camera_with(
+    browser: &mut Chromium,
+    stream: &str,
+    codec: Option<&str>,
+) -> Result<Value, String> {
+    let codec = codec.map_or("null".to_string(), |c| format!("'{c}'"));
     browser
         .evaluate(&format!(
-            "mixcastTest.publish('{stream}', null, {{ video: true }})"
+            "mixcastTest.publish('{stream}', null, {{ video: true, videoCodec: {codec} }})"
         ))
         .map_err(|e| format!("publishing camera and microphone to {stream}: {e}"))?;
     let state = browser
@@ -354,5 +497,152 @@ fn hears_the_microphone(browser: &mut Chromium, stream: &str) -> Result<(), Stri
         std::thread::sleep(Duration::from_millis(150));
     }
     eprintln!("viewer of {stream}, dominant frequencies (left, right): {readings:?}");
+    Ok(())
+}
+
+/// The page publishes its camera as simulcast (VP8, three encodings with rids f, h, q, the
+/// full size listed first): the answer receives all three, and a viewer decodes the top
+/// layer, at the full size, while a smaller layer is sent too.
+#[test]
+fn chromium_publishes_simulcast_and_the_viewer_gets_the_top_layer() {
+    let test = "chromium_publishes_simulcast_and_the_viewer_gets_the_top_layer";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        simulcast_then_watch(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn simulcast_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    browser
+        .evaluate(
+            "mixcastTest.publish('sim', null, { video: true, videoCodec: 'VP8', simulcast: true })",
+        )
+        .map_err(|e| format!("publishing simulcast: {e}"))?;
+    let state = browser
+        .evaluate("mixcastTest.publishState()")
+        .map_err(cdp)?;
+    eprintln!("publisher: {state}");
+    if state["state"] != "connected" || state["simulcastAnswer"] != "recv f;h;q" {
+        return Err(format!(
+            "after publish(): {state} (want connected, a=simulcast:recv f;h;q)"
+        ));
+    }
+    // At least two layers sending: Chrome drops the smallest ones for small captures (at
+    // the fake camera's 640 × 480 it sends f and h, not q).
+    let sent = browser
+        .wait_for(
+            "mixcastTest.publishStats().then((s) => s && s.video\
+             && s.video.layers.filter((l) => l.framesSent > 10).length >= 2 && s.video)",
+            Instant::now() + Duration::from_secs(10),
+            "the publisher to send every layer",
+        )
+        .map_err(|e| {
+            let stats = browser.evaluate("mixcastTest.publishStats()");
+            format!("{e}; publisher stats {stats:?}")
+        })?;
+    eprintln!("publisher's layers: {}", sent["layers"]);
+    let top = sent["layers"]
+        .as_array()
+        .and_then(|layers| layers.iter().find(|l| l["rid"] == "f"))
+        .cloned()
+        .ok_or_else(|| format!("no layer f among {}", sent["layers"]))?;
+
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(&format!("http://{addr}/?play=sim"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let video = frames_flow(browser, "sim", Duration::from_secs(15))?;
+    let size = |v: &Value| (v["frameWidth"].as_u64(), v["frameHeight"].as_u64());
+    eprintln!(
+        "viewer decodes {:?}; top layer f sends {:?}",
+        size(&video),
+        size(&top)
+    );
+    // The sender may scale a layer under load: compare with the top layer as it is now,
+    // and tell it from the next one down (half its size).
+    let (w, _) = size(&video);
+    let (top_w, _) = size(&top);
+    match (w, top_w) {
+        (Some(w), Some(top_w)) if w > top_w * 3 / 4 => Ok(()),
+        _ => Err(format!(
+            "the viewer decodes {:?}, not the top layer's {:?} (layers {})",
+            size(&video),
+            size(&top),
+            sent["layers"]
+        )),
+    }
+}
+
+/// A stream configured `video = "none"`: the camera's publisher is accepted, but the
+/// viewer's video m-section is rejected and the page shows its placeholder while the
+/// microphone is heard.
+#[test]
+fn chromium_audio_only_stream_shows_no_video() {
+    let test = "chromium_audio_only_stream_shows_no_video";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    init_tracing();
+    let _media = media_lock();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let wav = dir.path().join("microphone.wav");
+    write_microphone_wav(&wav).expect("the WAV is written");
+    let mut config = Config::loopback_ephemeral();
+    config.streams.push(StreamConfig {
+        name: "radio".into(),
+        sources: Vec::new(),
+        video: mixcast::streams::VideoSource::None,
+    });
+    let server = Server::start(config).expect("the server starts");
+    let addr = server.http_addr();
+    with_chromium(binary, &fake_devices(Some(&wav)), move |browser| {
+        audio_only(browser, addr)
+    });
+    server.shutdown();
+}
+
+fn audio_only(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let sent = publish_camera(browser, "radio")?;
+    eprintln!("publisher's outbound video: {sent}");
+    browser.open_page().map_err(cdp)?;
+    browser
+        .navigate(
+            &format!("http://{addr}/?play=radio"),
+            Duration::from_secs(10),
+        )
+        .map_err(cdp)?;
+    hears_the_microphone(browser, "radio")?;
+    // The publisher has been sending video for seconds by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = browser
+        .evaluate(
+            "(async () => ({ shown: mixcastTest.videoShown('radio'),\
+             stats: await mixcastTest.videoStats('radio'),\
+             placeholder: (() => { const p = document.querySelector('[data-stream=radio] .no-video');\
+               return p.hidden ? null : p.textContent })() }))()",
+        )
+        .map_err(cdp)?;
+    eprintln!("viewer of the audio-only stream: {seen}");
+    let decoded = seen["stats"]["framesDecoded"].as_f64().unwrap_or(0.0);
+    if seen["shown"]["shown"] != false || decoded > 0.0 || seen["placeholder"] != "no video" {
+        return Err(format!("an audio-only stream's viewer shows {seen}"));
+    }
+    screenshot(browser, "page-audio-only-stream")?;
     Ok(())
 }

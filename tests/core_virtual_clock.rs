@@ -2,12 +2,14 @@
 //! server's answer, connects, and receives ten seconds of the mix in a fraction of that
 //! wall time. The decoded audio must be 440 Hz left and 660 Hz right.
 
-use std::collections::VecDeque;
+#[path = "common/sim.rs"]
+mod sim;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mixcast::engine::egress::{Egress, PublisherOptions, StreamMix, STREAM_GRACE};
+use mixcast::engine::egress::{Egress, StreamMix, STREAM_GRACE};
 use mixcast::engine::offer::{self, Role};
 use mixcast::engine::{EndReason, Transmitter};
 use mixcast::media::analysis::{deinterleave, dominant_frequency, rms};
@@ -17,41 +19,11 @@ use mixcast::media::sources::{self, SourceSpec};
 use mixcast::media::{FRAME_DURATION, FRAME_LEN, SAMPLE_RATE};
 use mixcast::metrics::Metrics;
 use mixcast::streams::StreamDirectory;
+use sim::{new_av_peer, new_peer, run_until, vp8_frame, Peer, Wire};
 use str0m::media::{Direction, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Candidate, Event, Input, Output, Rtc};
-
-/// One-way delay of the simulated link.
-const LINK_DELAY: Duration = Duration::from_millis(5);
-
-#[derive(Default)]
-struct Wire {
-    in_flight: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
-    now: Option<Instant>,
-    /// Datagrams from this address are delayed by [`JITTER_DELAY`] more, one in four.
-    jittery: Option<SocketAddr>,
-    sent_jittery: u64,
-}
-
-/// The extra delay of every fourth datagram from [`Wire::jittery`].
-const JITTER_DELAY: Duration = Duration::from_millis(120);
-
-impl Transmitter for Wire {
-    fn send(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        let mut at = self.now.expect("clock set") + LINK_DELAY;
-        if self.jittery == Some(source) {
-            self.sent_jittery += 1;
-            if self.sent_jittery.is_multiple_of(4) {
-                at += JITTER_DELAY;
-            }
-        }
-        // Kept in order of delivery.
-        let pos = self.in_flight.partition_point(|p| p.0 <= at);
-        self.in_flight
-            .insert(pos, (at, source, destination, data.to_vec()));
-    }
-}
 
 struct ClientSide {
     decoder: Decoder,
@@ -194,275 +166,6 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
     assert!((fl - 440.0).abs() < 5.0, "left {fl} Hz");
     assert!((fr - 660.0).abs() < 5.0, "right {fr} Hz");
     assert!(metrics.packets_sent() >= 500);
-}
-
-/// A str0m peer on the simulated wire: a viewer that decodes what it receives, or a
-/// publisher that sends a 1 kHz tone every 20 ms.
-struct Peer {
-    key: u64,
-    addr: SocketAddr,
-    rtc: Rtc,
-    timeout: Instant,
-    connected: bool,
-    /// Viewer: decoded audio and the virtual time each 20 ms frame arrived.
-    decoder: Decoder,
-    pcm: Vec<f32>,
-    arrivals: Vec<Instant>,
-    /// Publisher: its encoder, the m-line to write, frames sent and when the first left.
-    encoder: Option<Encoder>,
-    audio: Option<(str0m::media::Mid, str0m::media::Pt)>,
-    mid: str0m::media::Mid,
-    sent: u64,
-    first_sent: Option<Instant>,
-    sending: bool,
-    /// Video: the m-line (if any), frames received (their bytes), keyframe requests seen.
-    video_mid: Option<str0m::media::Mid>,
-    video_in: Vec<Vec<u8>>,
-    keyframe_requests: u32,
-    /// Viewer: each audio frame's and video frame's RTP time and the sender report it
-    /// came with (lip-sync).
-    audio_times: Vec<(MediaTime, Option<SenderInfo>)>,
-    video_times: Vec<(MediaTime, Option<SenderInfo>)>,
-    /// Publisher: its tone starts at this frame (silence before); `None`: from the start.
-    onset_frame: Option<u64>,
-}
-
-/// A fake VP8 key frame (the frame tag and start code of RFC 6386, then `n` as a marker):
-/// forwarded frames must arrive byte for byte.
-fn vp8_frame(n: u64) -> Vec<u8> {
-    let mut f = vec![0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
-    f.extend_from_slice(&n.to_be_bytes());
-    f.resize(300, 0x55);
-    f
-}
-
-impl Peer {
-    fn drain(&mut self, wire: &mut Wire, now: Instant) {
-        let mut frame = [0.0f32; FRAME_LEN];
-        loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => wire.send(t.source, t.destination, &t.contents),
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
-                Output::Event(Event::MediaData(m)) if Some(m.mid) == self.video_mid => {
-                    self.video_in.push(m.data.to_vec());
-                    self.video_times.push((m.time, m.last_sender_info));
-                }
-                Output::Event(Event::MediaData(m)) => {
-                    self.audio_times.push((m.time, m.last_sender_info));
-                    let n = self.decoder.decode(&m.data, &mut frame).unwrap();
-                    self.pcm.extend_from_slice(&frame[..n * 2]);
-                    self.arrivals.push(now);
-                }
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    /// Publisher: writes the next 20 ms of a 1 kHz tone (both channels).
-    fn send_frame(&mut self, now: Instant, wire: &mut Wire) {
-        if self.audio.is_none() && self.connected {
-            let mid = self.mid;
-            let pt = self.rtc.writer(mid).and_then(|w| {
-                w.payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                    .map(|p| p.pt())
-            });
-            self.audio = pt.map(|pt| (mid, pt));
-        }
-        let (Some(enc), Some((mid, pt)), true) = (&mut self.encoder, self.audio, self.connected)
-        else {
-            return;
-        };
-        let mut pcm = [0.0f32; FRAME_LEN];
-        let silent = self.onset_frame.is_some_and(|f| self.sent < f);
-        for i in (0..FRAME_LEN / 2).filter(|_| !silent) {
-            let t = (self.sent as usize * (FRAME_LEN / 2) + i) as f32 / SAMPLE_RATE as f32;
-            let x = 0.3 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin();
-            pcm[2 * i] = x;
-            pcm[2 * i + 1] = x;
-        }
-        let mut packet = vec![0u8; 1500];
-        let n = enc.encode(&pcm, &mut packet).unwrap();
-        packet.truncate(n);
-        let time = str0m::media::MediaTime::new(
-            self.sent * (FRAME_LEN as u64 / 2),
-            str0m::media::Frequency::FORTY_EIGHT_KHZ,
-        );
-        self.rtc
-            .writer(mid)
-            .unwrap()
-            .write(pt, now, time, packet)
-            .unwrap();
-        if let Some(vmid) = self.video_mid {
-            let pt = self.rtc.writer(vmid).and_then(|w| {
-                w.payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
-                    .map(|p| p.pt())
-            });
-            if let Some(pt) = pt {
-                let vtime = str0m::media::MediaTime::new(
-                    self.sent * 1800,
-                    str0m::media::Frequency::NINETY_KHZ,
-                );
-                self.rtc
-                    .writer(vmid)
-                    .unwrap()
-                    .write(pt, now, vtime, vp8_frame(self.sent))
-                    .unwrap();
-            }
-        }
-        self.sent += 1;
-        self.first_sent.get_or_insert(now);
-        self.drain(wire, now);
-    }
-}
-
-fn new_peer(
-    key: u64,
-    port: u16,
-    direction: Direction,
-    egress: &mut Egress,
-    wire: &mut Wire,
-    now: Instant,
-    stream: &str,
-) -> Peer {
-    new_av_peer(key, port, direction, false, egress, wire, now, stream)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn new_av_peer(
-    key: u64,
-    port: u16,
-    direction: Direction,
-    video: bool,
-    egress: &mut Egress,
-    wire: &mut Wire,
-    now: Instant,
-    stream: &str,
-) -> Peer {
-    let server_addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut rtc = Rtc::builder().build(now);
-    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Audio, direction, None, None, None);
-    let video_mid = video.then(|| api.add_media(MediaKind::Video, direction, None, None, None));
-    let (offer_sdp, pending) = api.apply().unwrap();
-    let role = if direction == Direction::SendOnly {
-        Role::Publisher
-    } else {
-        Role::Viewer
-    };
-    let negotiated = offer::accept(&offer_sdp.to_sdp_string(), role, &[server_addr], now).unwrap();
-    let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
-    rtc.sdp_api().accept_answer(pending, answer).unwrap();
-    wire.now = Some(now);
-    match role {
-        Role::Publisher => {
-            assert!(
-                negotiated.answer.contains("a=recvonly"),
-                "a WHIP answer receives"
-            );
-            let options = PublisherOptions {
-                gain: 1.0,
-                ice_lite: negotiated.ice_lite,
-            };
-            egress.add_publisher(now, key, negotiated.rtc, stream, options, wire);
-        }
-        Role::Viewer => egress.add_viewer(now, key, negotiated.rtc, stream, wire),
-    }
-    let mut peer = Peer {
-        key,
-        addr,
-        rtc,
-        timeout: now,
-        connected: false,
-        decoder: Decoder::new().unwrap(),
-        pcm: Vec::new(),
-        arrivals: Vec::new(),
-        encoder: (role == Role::Publisher).then(|| Encoder::new(64_000).unwrap()),
-        audio: None,
-        mid,
-        sent: 0,
-        first_sent: None,
-        sending: true,
-        video_mid,
-        video_in: Vec::new(),
-        keyframe_requests: 0,
-        audio_times: Vec::new(),
-        video_times: Vec::new(),
-        onset_frame: None,
-    };
-    peer.drain(wire, now);
-    peer
-}
-
-/// Runs the simulation until `until`: delivers datagrams, timeouts, 20 ms ticks, and the
-/// publishers' frames every 20 ms.
-fn run_until(
-    until: Instant,
-    now: &mut Instant,
-    next_tick: &mut Instant,
-    peers: &mut [Peer],
-    egress: &mut Egress,
-    wire: &mut Wire,
-) {
-    while *now < until {
-        wire.now = Some(*now);
-        while wire.in_flight.front().is_some_and(|p| p.0 <= *now) {
-            let (_, src, dst, data) = wire.in_flight.pop_front().unwrap();
-            if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
-                let input = Input::Receive(
-                    *now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: dst,
-                        contents: data.as_slice().try_into().unwrap(),
-                    },
-                );
-                if p.rtc.handle_input(input).is_ok() {
-                    p.drain(wire, *now);
-                }
-            } else if let Some(p) = peers.iter().find(|p| p.addr == src) {
-                egress.handle_receive(*now, p.key, src, dst, &data, wire);
-            }
-        }
-        for p in peers.iter_mut() {
-            if p.timeout <= *now && p.rtc.is_alive() {
-                p.rtc.handle_input(Input::Timeout(*now)).unwrap();
-                p.drain(wire, *now);
-            }
-        }
-        egress.handle_timeouts(*now, wire);
-        if *now >= *next_tick {
-            egress.tick(*now, wire);
-            for p in peers.iter_mut().filter(|p| p.sending) {
-                p.send_frame(*now, wire);
-            }
-            *next_tick += FRAME_DURATION;
-        }
-        let mut next = (*next_tick).min(until);
-        for p in peers.iter() {
-            next = next.min(p.timeout);
-        }
-        if let Some(t) = egress.next_timeout() {
-            next = next.min(t);
-        }
-        if let Some(p) = wire.in_flight.front() {
-            next = next.min(p.0);
-        }
-        *now = next.max(*now);
-        if next <= *now && wire.in_flight.front().is_none_or(|p| p.0 > *now) {
-            // Nothing due before the clock moves: step to the next event strictly later.
-            *now = (*now + Duration::from_micros(100)).min(until.max(*now));
-        }
-    }
 }
 
 /// Amplitude of the `hz` component (Goertzel with a Hann window).

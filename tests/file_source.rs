@@ -52,6 +52,7 @@ fn a_viewer_hears_the_file() {
     config.streams = vec![StreamConfig {
         name: "music".into(),
         sources: vec![SourceSpec::Files(vec![path]).into()],
+        video: Default::default(),
     }];
     let server = Server::start(config).expect("server starts with a file stream");
 

@@ -127,7 +127,8 @@ fn port(section: &[&str]) -> u16 {
 }
 
 /// POSTs `offer` to a fresh server's `/{stream}/whip` and checks the answer against it.
-fn check_offer(name: &str, offer: &str) {
+/// Returns the answer.
+fn check_offer(name: &str, offer: &str) -> String {
     let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
     let base = format!("http://{}", server.http_addr());
     let stream = "fixture";
@@ -185,6 +186,21 @@ fn check_offer(name: &str, offer: &str) {
         .unwrap_or_else(|e| panic!("{name}: DELETE: {e}"));
     assert_eq!(res.status().as_u16(), 200, "{name}: DELETE {location}");
     server.shutdown();
+    answer
+}
+
+/// How many simulcast layers OBS (32.1+, plugins/obs-webrtc/whip-utils.h
+/// `simulcast_layers_in_answer`) reads from an answer: the first `a=simulcast` line anywhere,
+/// one layer plus one per `;` up to its line end; 0 without such a line. OBS stops with
+/// "Error.SimulcastLayersRejected" unless this equals the number of layers it sends.
+fn obs_layers_accepted(answer: &str) -> usize {
+    let Some(start) = answer.find("a=simulcast") else {
+        return 0;
+    };
+    let Some(len) = answer[start..].find("\r\n") else {
+        return 0;
+    };
+    1 + answer[start..start + len].matches(';').count()
 }
 
 /// Everything wrong with `answer` as an answer to `offer`, as sentences.
@@ -306,6 +322,43 @@ fn obs_offer_with_upper_case_opus() {
     let offer = fixture("obs_offer.sdp").replace("opus/48000/2", "OPUS/48000/2");
     assert!(offer.contains("a=rtpmap:111 OPUS/48000/2"));
     check_offer("obs_offer.sdp (OPUS)", &offer);
+}
+
+/// OBS 32.1+ with three simulcast layers (rids "0", "1", "2"; "0" is the full-size
+/// encoder): the answer must receive every layer, or OBS aborts.
+#[test]
+fn obs_simulcast_offer_gets_every_layer() {
+    let _serial = serial();
+    let answer = check_offer(
+        "obs_simulcast_offer.sdp",
+        &fixture("obs_simulcast_offer.sdp"),
+    );
+    let a = Sdp::parse(&answer);
+    let video = a.section("video").expect("a video section");
+    for rid in ["0", "1", "2"] {
+        assert!(
+            video.contains(&format!("a=rid:{rid} recv").as_str()),
+            "rid {rid} not received:\n{answer}"
+        );
+    }
+    assert!(
+        video.contains(&"a=simulcast:recv 0;1;2"),
+        "no a=simulcast:recv 0;1;2:\n{answer}"
+    );
+    assert_eq!(
+        obs_layers_accepted(&answer),
+        3,
+        "OBS would abort:\n{answer}"
+    );
+    // The rid travels in the RTP header extension OBS declared as id 2; without it the
+    // layers cannot be told apart (OBS declares no SSRCs when it sends rids).
+    assert!(
+        video.contains(&"a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+        "the rtp-stream-id extension is not accepted:\n{answer}"
+    );
+    // OBS's reading of the answers it must refuse.
+    assert_eq!(obs_layers_accepted("v=0\r\na=simulcast:recv 0;1\r\n"), 2);
+    assert_eq!(obs_layers_accepted("v=0\r\n"), 0);
 }
 
 #[test]

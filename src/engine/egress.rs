@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::format::PayloadParams;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::Protocol;
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -27,7 +27,7 @@ use crate::media::publisher::{publisher_channel, PublisherFeed};
 use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use crate::metrics::Metrics;
 use crate::net::stun;
-use crate::streams::StreamDirectory;
+use crate::streams::{StreamDirectory, VideoSource};
 
 /// A peer that has not connected (ICE and DTLS) this long after its answer is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,6 +43,18 @@ pub const STREAM_GRACE: Duration = Duration::from_secs(30);
 /// however many viewers join or report loss: a crowd joining sends a handful, not
 /// thousands.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A viewer whose receiver reports show at least this fraction of its packets lost, for
+/// [`LAYER_DOWN_AFTER`] stats intervals in a row, moves to the next smaller simulcast
+/// layer (str0m reports the loss every [`super::offer::VIEWER_STATS_INTERVAL`]).
+pub const LAYER_DOWN_LOSS: f32 = 0.10;
+/// Stats intervals in a row with [`LAYER_DOWN_LOSS`] before a viewer moves down.
+pub const LAYER_DOWN_AFTER: u32 = 2;
+/// A viewer on a smaller layer whose loss stays under [`LAYER_CLEAN_LOSS`] this long tries
+/// the next larger layer again.
+pub const LAYER_UP_AFTER: Duration = Duration::from_secs(10);
+/// Loss below this counts as clean.
+pub const LAYER_CLEAN_LOSS: f32 = 0.02;
 
 /// An ICE-lite publisher whose own STUN checks stopped this long ago, while its media keeps
 /// arriving, gets its last check replayed to str0m (see [`Egress::handle_receive`]).
@@ -70,8 +82,10 @@ pub struct StreamMix {
     publishers: usize,
     /// Since when the stream has had no input (on-demand streams only).
     empty_since: Option<Instant>,
-    /// The publisher whose video viewers get, and its codec.
-    video_source: Option<(PeerKey, Codec)>,
+    /// How the stream picks its video publisher.
+    video_policy: VideoSource,
+    /// The publisher whose video viewers get now.
+    video_source: Option<VideoFeed>,
     /// A viewer needs a keyframe (joined, or reported loss), and when we last asked.
     keyframe_wanted: bool,
     last_keyframe_request: Option<Instant>,
@@ -92,6 +106,7 @@ impl StreamMix {
             configured: true,
             publishers: 0,
             empty_since: None,
+            video_policy: VideoSource::default(),
             video_source: None,
             keyframe_wanted: false,
             last_keyframe_request: None,
@@ -102,6 +117,120 @@ impl StreamMix {
     pub fn on_demand(mut self) -> StreamMix {
         self.configured = false;
         self
+    }
+
+    /// A viewer's video loss over the last stats interval: may move it to another layer
+    /// (asking the source for that layer's keyframe).
+    fn on_viewer_loss(&mut self, key: PeerKey, layering: &mut Layering, loss: f32, now: Instant) {
+        let Some(feed) = &self.video_source else {
+            return;
+        };
+        let from = layering.current(feed.layer_count());
+        if layering.on_loss(loss, now, feed.layer_count()) {
+            self.keyframe_wanted = true;
+            if let Some(to) = layering.want {
+                tracing::debug!(key, stream = %self.name, loss, from, to, "viewer changes layer at the next keyframe");
+            }
+        }
+    }
+
+    /// The stream picks its video publisher by `policy` (default: [`VideoSource::First`]).
+    pub fn with_video_source(mut self, policy: VideoSource) -> StreamMix {
+        self.video_policy = policy;
+        self
+    }
+}
+
+/// The video a stream's viewers get: one publisher, and of a simulcast publisher its
+/// layers, largest first (each viewer takes one of them, see [`Layering`]).
+#[derive(Debug, Clone)]
+struct VideoFeed {
+    key: PeerKey,
+    /// The simulcast layers, in the publisher's order (empty: one stream without rid).
+    layers: Vec<Rid>,
+}
+
+impl VideoFeed {
+    /// How many layers viewers can choose from (1 without simulcast).
+    fn layer_count(&self) -> usize {
+        self.layers.len().max(1)
+    }
+}
+
+/// Which simulcast layer a viewer takes (0: the largest), moved by the loss its receiver
+/// reports show: down a layer after [`LAYER_DOWN_AFTER`] lossy intervals, up again after
+/// [`LAYER_UP_AFTER`] clean. A move waits for a keyframe of the new layer, so the viewer's
+/// decoder never gets a layer's delta frames without their keyframe.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layering {
+    layer: usize,
+    /// The layer it moves to at that layer's next keyframe.
+    want: Option<usize>,
+    lossy: u32,
+    clean_since: Option<Instant>,
+}
+
+impl Layering {
+    /// The layer taken of `layers` (fewer layers than it was on: the smallest).
+    fn current(&self, layers: usize) -> usize {
+        self.layer.min(layers.saturating_sub(1))
+    }
+
+    /// Whether to forward `f`; switches to the wanted layer at its keyframe.
+    fn takes(&mut self, f: &VideoFrame) -> bool {
+        if f.layer == self.current(f.layers) {
+            return true;
+        }
+        if self.want == Some(f.layer) && f.keyframe {
+            self.layer = f.layer;
+            self.want = None;
+            return true;
+        }
+        false
+    }
+
+    /// Takes one stats interval's `loss` (0..=1); true if a keyframe of a layer it wants is
+    /// needed.
+    fn on_loss(&mut self, loss: f32, now: Instant, layers: usize) -> bool {
+        if let Some(want) = self.want {
+            if want >= layers {
+                self.want = None;
+            } else {
+                return true; // still waiting for its keyframe: ask again
+            }
+        }
+        let layer = self.current(layers);
+        if loss >= LAYER_DOWN_LOSS {
+            self.clean_since = None;
+            self.lossy += 1;
+            if self.lossy >= LAYER_DOWN_AFTER && layer + 1 < layers {
+                self.lossy = 0;
+                self.want = Some(layer + 1);
+                return true;
+            }
+            return false;
+        }
+        self.lossy = 0;
+        if loss >= LAYER_CLEAN_LOSS {
+            self.clean_since = None;
+            return false;
+        }
+        let since = *self.clean_since.get_or_insert(now);
+        if layer > 0 && now.saturating_duration_since(since) >= LAYER_UP_AFTER {
+            self.clean_since = None;
+            self.want = Some(layer - 1);
+            return true;
+        }
+        false
+    }
+
+    /// The layers (bits) this viewer needs keyframes of.
+    fn keyframe_mask(&self, layers: usize) -> u32 {
+        let mut mask = 1 << self.current(layers);
+        if let Some(w) = self.want.filter(|&w| w < layers) {
+            mask |= 1 << w;
+        }
+        mask
     }
 }
 
@@ -121,6 +250,11 @@ struct Publisher {
     /// The audio and video m-lines, once str0m reports them.
     audio: Option<Mid>,
     video: Option<Mid>,
+    /// The simulcast layers (rids) of its video, in the order of its `a=simulcast` line:
+    /// the sender's order of preference (RFC 8853), the full-size layer first for OBS
+    /// (rid "0") and for browsers that list their largest encoding first. Empty without
+    /// simulcast.
+    video_layers: Vec<Rid>,
     /// Our ICE password, to give FFmpeg's checks the PRIORITY str0m requires.
     local_pwd: String,
     ice_lite: bool,
@@ -146,6 +280,8 @@ enum Role {
         /// The viewer's PT for the current video source's PT: (source, its PT, ours),
         /// or ours `None` when the viewer has no matching codec.
         video_pt: Option<(PeerKey, Pt, Option<Pt>)>,
+        /// The simulcast layer it takes.
+        layering: Layering,
     },
     Publisher(Box<Publisher>),
 }
@@ -166,6 +302,11 @@ struct Viewer {
 struct VideoFrame {
     stream: usize,
     from: PeerKey,
+    /// Its simulcast layer (0: the largest, or the only one), of how many, and whether it
+    /// is a keyframe.
+    layer: usize,
+    layers: usize,
+    keyframe: bool,
     params: PayloadParams,
     time: MediaTime,
     network_time: Instant,
@@ -217,6 +358,9 @@ impl Egress {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        for s in &streams {
+            directory.set_video_source(&s.name, s.video_policy);
+        }
         Egress {
             streams: streams.into_iter().map(Some).collect(),
             by_name,
@@ -279,6 +423,7 @@ impl Egress {
                 audio: None,
                 video: None,
                 video_pt: None,
+                layering: Layering::default(),
             },
             connected: false,
             added: now,
@@ -340,6 +485,7 @@ impl Egress {
                 feed,
                 audio: None,
                 video: None,
+                video_layers: Vec::new(),
                 local_pwd,
                 ice_lite: options.ice_lite,
                 last_check: None,
@@ -595,13 +741,14 @@ impl Egress {
                     let Role::Viewer {
                         video: Some(mid),
                         video_pt,
+                        layering,
                         ..
                     } = &mut v.role
                     else {
                         idx += 1;
                         continue;
                     };
-                    if v.stream != f.stream || !v.connected {
+                    if v.stream != f.stream || !v.connected || !layering.takes(f) {
                         idx += 1;
                         continue;
                     }
@@ -651,7 +798,7 @@ impl Egress {
             let Some(s) = self.streams[slot].as_mut() else {
                 continue;
             };
-            let Some((source, _)) = s.video_source else {
+            let Some(feed) = &s.video_source else {
                 continue;
             };
             let due = s
@@ -660,8 +807,21 @@ impl Egress {
             if !s.keyframe_wanted || !due {
                 continue;
             }
+            let (source, layers) = (feed.key, feed.layers.clone());
             s.keyframe_wanted = false;
             s.last_keyframe_request = Some(now);
+            // The layers the stream's viewers take or move to (the largest if none).
+            let count = layers.len().max(1);
+            let mut mask = 0u32;
+            for v in &self.viewers {
+                if let (true, Role::Viewer { layering, .. }) = (v.stream == slot, &v.role) {
+                    mask |= layering.keyframe_mask(count);
+                }
+            }
+            let rids: Vec<Option<Rid>> = (0..count)
+                .filter(|i| mask == 0 && *i == 0 || mask & (1 << i) != 0)
+                .map(|i| layers.get(i).copied())
+                .collect();
             let Some(&idx) = self.index.get(&source) else {
                 continue;
             };
@@ -670,15 +830,17 @@ impl Egress {
                 continue;
             };
             let Some(mid) = p.video else { continue };
-            if let Some(mut w) = v.rtc.writer(mid) {
-                let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-                    KeyframeRequestKind::Pli
-                } else {
-                    KeyframeRequestKind::Fir
-                };
-                match w.request_keyframe(None, kind) {
-                    Ok(()) => tracing::debug!(key = source, ?kind, "keyframe requested"),
-                    Err(e) => tracing::debug!(key = source, "keyframe request refused: {e}"),
+            for rid in rids {
+                if let Some(mut w) = v.rtc.writer(mid) {
+                    let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                        KeyframeRequestKind::Pli
+                    } else {
+                        KeyframeRequestKind::Fir
+                    };
+                    match w.request_keyframe(rid, kind) {
+                        Ok(()) => tracing::debug!(key = source, ?kind, ?rid, "keyframe requested"),
+                        Err(e) => tracing::debug!(key = source, "keyframe request refused: {e}"),
+                    }
                 }
             }
             self.drain(idx, now, tx);
@@ -758,7 +920,8 @@ impl Egress {
         for s in self.streams.iter_mut().flatten() {
             s.wallclock = s
                 .video_source
-                .and_then(|(key, _)| self.index.get(&key))
+                .as_ref()
+                .and_then(|f| self.index.get(&f.key))
                 .and_then(|&i| match &self.viewers[i].role {
                     Role::Publisher(p) => p
                         .sync
@@ -852,6 +1015,24 @@ impl Egress {
                         }
                         tracing::debug!(key, "peer connected");
                     }
+                    Event::MediaEgressStats(st) => {
+                        // A viewer's receiver reports: its simulcast layer follows its loss.
+                        if let (
+                            Role::Viewer {
+                                video: Some(mid),
+                                layering,
+                                ..
+                            },
+                            Some(loss),
+                        ) = (&mut v.role, st.loss)
+                        {
+                            if st.mid == *mid {
+                                if let Some(s) = self.streams[v.stream].as_mut() {
+                                    s.on_viewer_loss(key, layering, loss, now);
+                                }
+                            }
+                        }
+                    }
                     Event::KeyframeRequest(_) => {
                         // A viewer lost video: coalesced into one request to the source.
                         if let Some(s) = self.streams[v.stream].as_mut() {
@@ -871,6 +1052,10 @@ impl Egress {
                         }
                         Role::Publisher(p) if m.kind == MediaKind::Video => {
                             p.video = Some(m.mid);
+                            p.video_layers = m
+                                .simulcast
+                                .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                                .unwrap_or_default();
                         }
                         Role::Viewer { audio, .. } if m.kind == MediaKind::Audio => {
                             let pt = v.rtc.writer(m.mid).and_then(|w| {
@@ -900,38 +1085,36 @@ impl Egress {
                                 p.feed.push(seq, ts, &d.data, now);
                                 p.sync.on_audio(d.last_sender_info.as_ref());
                             } else if Some(d.mid) == p.video {
-                                p.video_frames += 1;
-                                // The stream's video source: the first publisher that sends
-                                // video; when it leaves, the next one that does.
                                 let s = self.streams[v.stream].as_mut().expect("live stream slot");
-                                let codec = d.params.spec().codec;
-                                let is_source = match s.video_source {
-                                    None => {
-                                        tracing::info!(key, stream = %s.name, ?codec, "video source");
-                                        s.video_source = Some((key, codec));
-                                        s.keyframe_wanted = true;
-                                        self.directory.set_video(&s.name, Some(codec));
-                                        true
-                                    }
-                                    Some((k, _)) => k == key,
-                                };
+                                let forwarded = forwards(s, key, p, &d, &self.directory);
                                 // Every video publisher is followed, so that one taking over
-                                // as the source is in sync from its first frame.
+                                // as the source is in sync from its first frame. Each
+                                // simulcast layer has its own RTP clock and reports.
+                                let slot = p
+                                    .video_layers
+                                    .iter()
+                                    .position(|r| Some(*r) == d.rid)
+                                    .unwrap_or(0);
                                 let wallclock = p.sync.on_video(
+                                    slot,
                                     d.time,
                                     d.last_sender_info.as_ref(),
                                     d.network_time,
                                 );
-                                if is_source {
+                                if let Some((layer, layers)) = forwarded {
                                     self.video_out.push(VideoFrame {
                                         stream: v.stream,
                                         from: key,
+                                        layer,
+                                        layers,
+                                        keyframe: d.is_keyframe(),
                                         params: d.params,
                                         time: d.time,
                                         network_time: wallclock,
                                         data: d.data,
                                     });
                                 }
+                                p.video_frames += 1;
                             }
                         }
                     }
@@ -973,7 +1156,7 @@ impl Egress {
         match &v.role {
             Role::Viewer { .. } => self.metrics.viewer_removed(&s.name, reason),
             Role::Publisher(p) => {
-                if s.video_source.is_some_and(|(k, _)| k == key) {
+                if s.video_source.as_ref().is_some_and(|f| f.key == key) {
                     s.video_source = None;
                     self.directory.set_video(&s.name, None);
                 }
@@ -1000,4 +1183,46 @@ impl Egress {
         tracing::debug!(key, reason = reason.as_str(), "peer ended");
         self.ended.push(Ended { key, reason });
     }
+}
+
+/// Whether publisher `key`'s video frame `d` goes to the viewers of its stream `s`, and
+/// then its layer and the number of layers: picks (or changes) the stream's video source
+/// by the stream's [`VideoSource`] setting. Each viewer then takes one layer of a
+/// simulcast source (see [`Layering`]), under its one video stream. A new source is asked
+/// for a keyframe at once.
+fn forwards(
+    s: &mut StreamMix,
+    key: PeerKey,
+    p: &Publisher,
+    d: &MediaData,
+    directory: &StreamDirectory,
+) -> Option<(usize, usize)> {
+    let take = match (s.video_policy, &s.video_source) {
+        (VideoSource::None, _) => return None,
+        (_, None) => true,
+        // The newest publisher to start sending video takes over.
+        (VideoSource::Latest, Some(f)) => f.key != key && p.video_frames == 0,
+        (VideoSource::First, Some(_)) => false,
+    };
+    if take {
+        let codec = d.params.spec().codec;
+        // Its layers as it listed them, the largest first; with rids but no `a=simulcast`
+        // line, the first rid seen alone.
+        let layers = if p.video_layers.is_empty() {
+            d.rid.into_iter().collect()
+        } else {
+            p.video_layers.clone()
+        };
+        tracing::info!(key, stream = %s.name, ?codec, ?layers, policy = %s.video_policy, "video source");
+        s.video_source = Some(VideoFeed { key, layers });
+        s.keyframe_wanted = true;
+        s.last_keyframe_request = None;
+        directory.set_video(&s.name, Some(codec));
+    }
+    let feed = s.video_source.as_ref().filter(|f| f.key == key)?;
+    let layer = match feed.layers.as_slice() {
+        [] => 0,
+        layers => layers.iter().position(|r| Some(*r) == d.rid)?,
+    };
+    Some((layer, feed.layer_count()))
 }

@@ -9,6 +9,8 @@ use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
 use str0m::{Candidate, Rtc};
 
+use crate::streams::VideoSource;
+
 /// Why an offer was refused. Signalling maps these to HTTP statuses (400 and 422).
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
@@ -66,6 +68,10 @@ pub fn needs_ice_lite(offer: &str) -> bool {
     })
 }
 
+/// How often str0m reports a viewer's send statistics (the loss its receiver reports
+/// show), which move it between simulcast layers (see `egress::Layering`).
+pub const VIEWER_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Our Opus payload type in answers when the offer does not dictate one.
 const PT_OPUS: u8 = 111;
 
@@ -122,24 +128,57 @@ pub fn accept(
     candidates: &[SocketAddr],
     now: Instant,
 ) -> Result<Negotiated, OfferError> {
-    accept_with_video(offer, role, candidates, now, None)
+    accept_with_video(offer, role, candidates, now, VideoCodecs::Any)
 }
 
 /// The video codecs we receive from publishers and forward to viewers (never decoded).
 /// H265 and AV1 only where str0m can carry them.
 pub const VIDEO_CODECS: [Codec; 5] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1, Codec::H265];
 
-/// [`accept`], for a viewer of a stream whose video is `video` (the codec its video
-/// publisher sends): the answer then accepts only that codec, so the viewer is offered
-/// exactly what it will get; a viewer that cannot take it gets an answer without video
-/// (its video m-section rejected). `None` (no video yet): every codec of
-/// [`VIDEO_CODECS`] the viewer offers.
+/// [`accept`] for a session of a stream whose video is chosen by `source` (see
+/// [`VideoSource`]) and is now in codec `current` (`None`: no video yet). A viewer of an
+/// audio-only stream ([`VideoSource::None`]) gets an answer that rejects its video
+/// m-section (port 0, RFC 3264), so a player shows no video; a viewer of a stream with
+/// video is offered only that codec (one that cannot take it gets an audio-only answer,
+/// its video m-section rejected); a viewer of a stream without video yet, every codec both
+/// sides know. Publishers are answered as by [`accept`] whatever the setting: OBS with
+/// simulcast stops when its video is refused, so a `none` stream takes it and drops it.
+pub fn accept_for_stream(
+    offer: &str,
+    role: Role,
+    candidates: &[SocketAddr],
+    now: Instant,
+    source: VideoSource,
+    current: Option<Codec>,
+) -> Result<Negotiated, OfferError> {
+    let video = match (role, source, current) {
+        (Role::Viewer, VideoSource::None, _) => VideoCodecs::None,
+        (Role::Viewer, _, Some(codec)) => VideoCodecs::Only(codec),
+        _ => VideoCodecs::Any,
+    };
+    accept_with_video(offer, role, candidates, now, video)
+}
+
+/// Which video codecs an answer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodecs {
+    /// Every codec of [`VIDEO_CODECS`] the offer has.
+    Any,
+    /// Only this one (a viewer of a stream whose video publisher sends it).
+    Only(Codec),
+    /// None: the video m-section is rejected.
+    None,
+}
+
+/// [`accept`] with a choice of video codecs: for a viewer of a stream whose video
+/// publisher sends `Only(codec)`, the viewer is offered exactly what it will get, and one
+/// that cannot take it gets an answer without video (its video m-section rejected).
 pub fn accept_with_video(
     offer: &str,
     role: Role,
     candidates: &[SocketAddr],
     now: Instant,
-    video: Option<Codec>,
+    video: VideoCodecs,
 ) -> Result<Negotiated, OfferError> {
     if !offer.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("an SDP offer starts with v=0".into()));
@@ -155,7 +194,11 @@ pub fn accept_with_video(
         .set_crypto_provider(crate::net::dtls::crypto_provider());
     // Video is received from publishers and forwarded to viewers untouched: the codecs
     // OBS, FFmpeg and browsers send.
-    let wanted = |c: Codec| video.is_none_or(|v| v == c);
+    let wanted = |c: Codec| match video {
+        VideoCodecs::Any => true,
+        VideoCodecs::Only(v) => v == c,
+        VideoCodecs::None => false,
+    };
     builder = builder
         .enable_h264(wanted(Codec::H264))
         .enable_vp8(wanted(Codec::Vp8))
@@ -167,6 +210,9 @@ pub fn accept_with_video(
         // ones every 5 s by default, so lip-sync would only start after 5 s. Audio-only
         // viewers keep the default (fewer packets at scale).
         builder = builder.set_rtcp_report_interval_audio(Duration::from_secs(1));
+        // Loss stats choose a viewer's simulcast layer; audio-only viewers need none
+        // (a stats event a second per listener is a cost at 10,000 listeners).
+        builder = builder.set_stats_interval(Some(VIEWER_STATS_INTERVAL));
     }
     if role == Role::Publisher {
         // Audio is released packet by packet as it arrives; the publisher's jitter buffer
@@ -328,6 +374,116 @@ mod tests {
         assert!(needs_ice_lite(ffmpeg));
         let chrome = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
         assert!(!needs_ice_lite(chrome));
+    }
+
+    /// A str0m viewer's offer (audio and video, both recvonly).
+    fn av_viewer_offer() -> String {
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(
+            str0m::media::MediaKind::Audio,
+            str0m::media::Direction::RecvOnly,
+            None,
+            None,
+            None,
+        );
+        api.add_media(
+            str0m::media::MediaKind::Video,
+            str0m::media::Direction::RecvOnly,
+            None,
+            None,
+            None,
+        );
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    /// The port of the answer's video m= line.
+    fn video_port(answer: &str) -> Option<&str> {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix("m=video "))
+            .and_then(|m| m.split(' ').next())
+    }
+
+    #[test]
+    fn audio_only_streams_reject_the_viewers_video() {
+        let offer = av_viewer_offer();
+        let addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let now = Instant::now();
+        let none = accept_for_stream(
+            &offer,
+            Role::Viewer,
+            &[addr],
+            now,
+            VideoSource::None,
+            Some(Codec::Vp8),
+        )
+        .expect("audio is still served");
+        assert_eq!(video_port(&none.answer), Some("0"), "{}", none.answer);
+        assert!(none.answer.contains("a=sendonly"), "audio is sent");
+        for source in [VideoSource::First, VideoSource::Latest] {
+            let a = accept_for_stream(&offer, Role::Viewer, &[addr], now, source, None).unwrap();
+            assert_ne!(video_port(&a.answer), Some("0"), "{source}: {}", a.answer);
+        }
+    }
+
+    #[test]
+    fn viewers_are_offered_the_codec_the_video_has() {
+        let addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let now = Instant::now();
+        let first = VideoSource::First;
+        let vp8 = accept_for_stream(
+            &av_viewer_offer(),
+            Role::Viewer,
+            &[addr],
+            now,
+            first,
+            Some(Codec::Vp8),
+        )
+        .unwrap()
+        .answer;
+        let video: String = vp8.split("m=video").nth(1).unwrap_or("").to_string();
+        assert!(video.contains(" VP8/90000"), "{vp8}");
+        assert!(!video.contains("H264/") && !video.contains("VP9/"), "{vp8}");
+        // A viewer that offers VP8 only, of an H264 stream: audio only.
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let mut api = rtc.sdp_api();
+        for kind in [
+            str0m::media::MediaKind::Audio,
+            str0m::media::MediaKind::Video,
+        ] {
+            api.add_media(kind, str0m::media::Direction::RecvOnly, None, None, None);
+        }
+        let offer = api.apply().unwrap().0.to_sdp_string();
+        let h264 = accept_for_stream(&offer, Role::Viewer, &[addr], now, first, Some(Codec::H264))
+            .expect("audio is still served")
+            .answer;
+        assert_eq!(video_port(&h264), Some("0"), "{h264}");
+        // A publisher's video is taken whatever the stream's setting.
+        let mut rtc = Rtc::builder().build(now);
+        let mut api = rtc.sdp_api();
+        for kind in [
+            str0m::media::MediaKind::Audio,
+            str0m::media::MediaKind::Video,
+        ] {
+            api.add_media(kind, str0m::media::Direction::SendOnly, None, None, None);
+        }
+        let offer = api.apply().unwrap().0.to_sdp_string();
+        let p = accept_for_stream(
+            &offer,
+            Role::Publisher,
+            &[addr],
+            now,
+            VideoSource::None,
+            Some(Codec::H264),
+        )
+        .unwrap()
+        .answer;
+        assert_ne!(video_port(&p), Some("0"), "{p}");
     }
 
     #[test]

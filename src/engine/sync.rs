@@ -30,6 +30,9 @@ const OFFSET_WINDOW: Duration = Duration::from_secs(2);
 /// sender that restarted): the tick's own time is used instead.
 const MAX_AUDIO_LAG: Duration = Duration::from_secs(2);
 
+/// Simulcast layers followed; frames of further layers share the last slot.
+pub const MAX_LAYERS: usize = 4;
+
 /// An RTP time to sender-clock mapping from one sender report.
 #[derive(Debug, Clone, Copy)]
 struct Report {
@@ -62,7 +65,8 @@ pub struct AvSync {
     /// Our clock is measured in seconds since this instant (the first frame seen).
     anchor: Option<Instant>,
     audio: Option<Report>,
-    video: Option<Report>,
+    /// Per simulcast layer (each has its own SSRC, RTP clock origin and reports).
+    video: [Option<Report>; MAX_LAYERS],
     /// Running minimum of (arrival, our clock) - (capture, sender clock), in seconds: the
     /// current window's and the previous one's, and when the current one started.
     min_now: Option<f64>,
@@ -78,19 +82,22 @@ impl AvSync {
         }
     }
 
-    /// A video frame of RTP time `time` arrived at `arrival`, with the latest sender report
-    /// of its stream: returns the wallclock to forward it with (never after `arrival`).
-    /// Before the first video report, that is the arrival time.
+    /// A video frame of simulcast layer `layer` (0 without simulcast) and RTP time `time`
+    /// arrived at `arrival`, with the latest sender report of its RTP stream: returns the
+    /// wallclock to forward it with (never after `arrival`). Before the first video report
+    /// of its layer, that is the arrival time.
     pub fn on_video(
         &mut self,
+        layer: usize,
         time: MediaTime,
         info: Option<&SenderInfo>,
         arrival: Instant,
     ) -> Instant {
+        let slot = &mut self.video[layer.min(MAX_LAYERS - 1)];
         if let Some(r) = info.and_then(Report::from_info) {
-            self.video = Some(r);
+            *slot = Some(r);
         }
-        let Some(report) = self.video else {
+        let Some(report) = *slot else {
             return arrival;
         };
         let anchor = *self.anchor.get_or_insert(arrival);
@@ -107,7 +114,6 @@ impl AvSync {
     /// frame have been seen, or when the result is not plausible.
     pub fn audio_wallclock(&self, playout_rtp: Option<u32>, now: Instant) -> Option<Instant> {
         let (anchor, audio, offset) = (self.anchor?, self.audio?, self.offset()?);
-        self.video?;
         let capture = audio.capture(playout_rtp?);
         let wallclock = at(anchor, capture + offset);
         // str0m needs wallclocks in the past; audio played this tick cannot have been
@@ -182,6 +188,7 @@ mod tests {
         // A video frame captured at 1000.5 s arrives 30 ms later, at t0 + 0.5 s + 30 ms.
         let arrival = t0 + Duration::from_millis(530);
         let w = s.on_video(
+            0,
             MediaTime::new(90_000 + 45_000, Frequency::NINETY_KHZ),
             Some(&v),
             arrival,
@@ -206,6 +213,7 @@ mod tests {
             let late = if n % 3 == 2 { 40 } else { 0 };
             let arrival = t0 + Duration::from_millis(33 * n + 10 + late);
             let w = s.on_video(
+                0,
                 MediaTime::new(n * 2970, Frequency::NINETY_KHZ),
                 Some(&v),
                 arrival,
@@ -222,7 +230,7 @@ mod tests {
     fn without_reports_nothing_changes() {
         let t0 = Instant::now() + Duration::from_secs(10);
         let mut s = AvSync::default();
-        let w = s.on_video(MediaTime::new(1, Frequency::NINETY_KHZ), None, t0);
+        let w = s.on_video(0, MediaTime::new(1, Frequency::NINETY_KHZ), None, t0);
         assert_eq!(w, t0);
         assert!(s.audio_wallclock(Some(0), t0).is_none());
         s.on_audio(Some(&info(10.0, 0, Frequency::FORTY_EIGHT_KHZ)));
@@ -231,7 +239,7 @@ mod tests {
             "no video report yet"
         );
         let v = info(10.0, 0, Frequency::NINETY_KHZ);
-        s.on_video(MediaTime::new(0, Frequency::NINETY_KHZ), Some(&v), t0);
+        s.on_video(0, MediaTime::new(0, Frequency::NINETY_KHZ), Some(&v), t0);
         assert!(s.audio_wallclock(Some(0), t0).is_some());
         // Audio from 5 s before the video: implausible, refused.
         let stale = 0u32.wrapping_sub(5 * 48_000);

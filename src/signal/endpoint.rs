@@ -175,11 +175,24 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let offer = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
-    let negotiated =
-        offer::accept(offer, role, &state.0.candidates, Instant::now()).map_err(|e| match e {
-            OfferError::Malformed(m) => ApiError::BadRequest(m),
-            OfferError::Unusable(m) => ApiError::Unprocessable(m),
-        })?;
+    let (video_source, video) = state
+        .0
+        .directory
+        .get(&stream)
+        .map(|s| (s.video_source, s.video))
+        .unwrap_or_default();
+    let negotiated = offer::accept_for_stream(
+        offer,
+        role,
+        &state.0.candidates,
+        Instant::now(),
+        video_source,
+        video,
+    )
+    .map_err(|e| match e {
+        OfferError::Malformed(m) => ApiError::BadRequest(m),
+        OfferError::Unusable(m) => ApiError::Unprocessable(m),
+    })?;
 
     let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);
     let id = random_id();
