@@ -33,6 +33,10 @@ pub struct Wire {
     /// Datagrams from this address are delayed by [`JITTER_DELAY`] more, one in four.
     pub jittery: Option<SocketAddr>,
     pub sent_jittery: u64,
+    /// RTP and RTCP datagrams to this address are lost, one in `n` (handshakes pass):
+    /// (address, n, how many were dropped).
+    pub lossy: Option<(SocketAddr, u64, u64)>,
+    sent_lossy: u64,
 }
 
 /// The extra delay of every fourth datagram from [`Wire::jittery`].
@@ -85,6 +89,16 @@ impl Transmitter for Wire {
         if let Some(p) = self.limits.get_mut(&destination) {
             if !p.admits(now, data.len()) {
                 return;
+            }
+        }
+        if let Some((to, n, dropped)) = &mut self.lossy {
+            // RTP and RTCP start with version 2 (RFC 7983: first byte 128..=191).
+            if *to == destination && (128..=191).contains(&data[0]) {
+                self.sent_lossy += 1;
+                if self.sent_lossy.is_multiple_of(*n) {
+                    *dropped += 1;
+                    return;
+                }
             }
         }
         let mut at = now + LINK_DELAY;
