@@ -36,7 +36,7 @@ pub struct Wire {
     /// RTP and RTCP datagrams to this address are lost, one in `n` (handshakes pass):
     /// (address, n, how many were dropped).
     pub lossy: Option<(SocketAddr, u64, u64)>,
-    sent_lossy: u64,
+    pub sent_lossy: u64,
 }
 
 /// The extra delay of every fourth datagram from [`Wire::jittery`].
