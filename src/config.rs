@@ -188,6 +188,16 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// How the TX thread hands a tick's datagrams to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fanout {
+    /// One `send_to` system call per datagram, as each viewer's `Rtc` is drained (what
+    /// str0m's chat example does): the baseline load runs compare against.
+    #[default]
+    Naive,
+}
+
 /// Everything the server needs to start, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -213,6 +223,8 @@ pub struct Config {
     pub max_publishers: usize,
     /// Tokens and the publishing rule.
     pub auth: AuthConfig,
+    /// How datagrams are sent.
+    pub fanout: Fanout,
 }
 
 impl Config {
@@ -233,6 +245,7 @@ impl Config {
             bitrate: DEFAULT_BITRATE,
             max_publishers: DEFAULT_MAX_PUBLISHERS,
             auth: AuthConfig::default(),
+            fanout: Fanout::default(),
         }
     }
 }
@@ -253,6 +266,7 @@ struct FileConfig {
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
     allow_public_publish: Option<bool>,
+    fanout: Option<Fanout>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -364,6 +378,11 @@ pub struct ServeArgs {
     /// clients may). The server warns at start-up when this opens a stream.
     #[arg(long, env = "MIXCAST_ALLOW_PUBLIC_PUBLISH")]
     pub allow_public_publish: bool,
+
+    /// How the TX thread sends: `naive` makes one `send_to` call per datagram (the
+    /// baseline to compare load runs against) [default: naive].
+    #[arg(long, env = "MIXCAST_FANOUT", value_enum, value_name = "MODE")]
+    pub fanout: Option<Fanout>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -541,6 +560,7 @@ impl ServeArgs {
             bitrate,
             max_publishers,
             auth,
+            fanout: self.fanout.or(file.fanout).unwrap_or_default(),
         })
     }
 }
@@ -569,6 +589,20 @@ mod tests {
         assert_eq!(c.streams.len(), 1);
         assert_eq!(c.streams[0].name, "live");
         assert_eq!(c.streams[0].sources, vec![SourceSpec::Tone.into()]);
+        assert_eq!(c.fanout, Fanout::Naive);
+    }
+
+    #[test]
+    fn fanout_from_file_and_flag() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, r#"fanout = "naive""#).unwrap();
+        let mut args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().fanout, Fanout::Naive);
+        args.fanout = Some(Fanout::Naive);
+        assert_eq!(args.resolve().unwrap().fanout, Fanout::Naive);
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Server {
             demux: demux_tx.clone(),
             sessions: sessions.clone(),
             metrics: metrics.clone(),
+            fanout: config.fanout,
         };
         let tx_join = std::thread::Builder::new()
             .name("mixcast-tx".into())
@@ -221,6 +222,7 @@ impl Server {
             let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
             tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
         }
+        tracing::info!("fan-out: {:?}", config.fanout);
         log_publish_rule(&config);
 
         Ok(Server {

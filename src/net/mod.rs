@@ -6,6 +6,7 @@
 pub mod demux;
 pub mod dtls;
 pub mod rx;
+pub mod send;
 pub mod socket;
 pub mod stun;
 
