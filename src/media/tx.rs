@@ -17,6 +17,7 @@ use crate::config::Fanout;
 use crate::engine::egress::{Egress, PublisherOptions};
 use crate::engine::PeerKey;
 use crate::metrics::Metrics;
+use crate::net::batch::BatchSender;
 use crate::net::send::{NaiveSender, Outbox};
 use crate::net::{DemuxCommand, OwnerQueueRx};
 use crate::sessions::Sessions;
@@ -124,6 +125,10 @@ impl TxThread {
         };
         match fanout {
             Fanout::Naive => worker.run(&mut NaiveSender::new(socket)),
+            Fanout::Batched => {
+                let metrics = worker.metrics.clone();
+                worker.run(&mut BatchSender::new(socket, metrics))
+            }
         }
     }
 }

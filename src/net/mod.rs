@@ -3,6 +3,7 @@
 //! The RX thread reads datagrams and hands each to the thread that owns its peer through a
 //! lock-free SPSC ring ([`OwnerQueue`]); owners send on their own clone of the socket.
 
+pub mod batch;
 pub mod demux;
 pub mod dtls;
 pub mod rx;
