@@ -107,8 +107,10 @@ impl Server {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
         let (queue_tx, queue_rx) = owner_queue();
 
+        let mut egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
+        egress.set_fanout(config.fanout);
         let tx_thread = TxThread {
-            egress: Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone()),
+            egress,
             socket: udp.try_clone()?,
             datagrams: queue_rx,
             commands: cmd_rx,
