@@ -194,6 +194,9 @@ impl Worker {
                     deadline += FRAME_DURATION * missed as u32;
                 }
                 self.egress.tick(now, tx);
+                // The naive path's packets leave on the timeouts the tick's writes set for
+                // `now`: send them here, so that the fan-out time covers them in both modes.
+                self.egress.handle_timeouts(now, tx);
                 tx.flush();
                 self.metrics.fanout.observe(now.elapsed());
                 deadline += FRAME_DURATION;
