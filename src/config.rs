@@ -196,7 +196,7 @@ pub enum Fanout {
     /// str0m's chat example does): the baseline load runs compare against.
     Naive,
     /// Datagrams are copied into a preallocated batch and handed over with `sendmmsg`,
-    /// up to 64 per system call ([`crate::net::batch`]).
+    /// up to 64 per system call (see `net::batch`).
     #[default]
     Batched,
 }

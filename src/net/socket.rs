@@ -25,20 +25,20 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         socket.recv_buffer_size().unwrap_or(0),
         socket.send_buffer_size().unwrap_or(0),
     );
-    // Linux reports twice the size asked for (its bookkeeping overhead).
-    if rcv < SOCKET_BUFFER_BYTES || snd < SOCKET_BUFFER_BYTES {
+    // Linux reports twice the size granted (the other half is its bookkeeping overhead).
+    if rcv < 2 * SOCKET_BUFFER_BYTES || snd < 2 * SOCKET_BUFFER_BYTES {
         tracing::warn!(
             "UDP socket buffers: receive {} KiB, send {} KiB (asked {} KiB each); for \
              thousands of viewers raise net.core.rmem_max and net.core.wmem_max",
-            rcv / 1024,
-            snd / 1024,
+            rcv / 2048,
+            snd / 2048,
             SOCKET_BUFFER_BYTES / 1024
         );
     } else {
         tracing::debug!(
             "UDP socket buffers: receive {} KiB, send {} KiB",
-            rcv / 1024,
-            snd / 1024
+            rcv / 2048,
+            snd / 2048
         );
     }
     socket.bind(&addr.into())?;
@@ -46,10 +46,11 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Sets `option` (SO_RCVBUFFORCE or SO_SNDBUFFORCE) to [`SOCKET_BUFFER_BYTES`] when the
-/// size got (`current`) is smaller; silently nothing without CAP_NET_ADMIN.
+/// size granted (half the size reported, `current`) is smaller; silently nothing without
+/// CAP_NET_ADMIN.
 fn force_buffer(socket: &Socket, option: libc::c_int, current: std::io::Result<usize>) {
     use std::os::fd::AsRawFd;
-    if current.is_ok_and(|c| c >= SOCKET_BUFFER_BYTES) {
+    if current.is_ok_and(|c| c >= 2 * SOCKET_BUFFER_BYTES) {
         return;
     }
     let size = SOCKET_BUFFER_BYTES as libc::c_int;
