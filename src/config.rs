@@ -191,6 +191,19 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// How the TX thread hands a tick's datagrams to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fanout {
+    /// One `send_to` system call per datagram, as each viewer's `Rtc` is drained (what
+    /// str0m's chat example does): the baseline load runs compare against.
+    Naive,
+    /// Datagrams are copied into a preallocated batch and handed over with `sendmmsg`,
+    /// up to 64 per system call (see `net::batch`).
+    #[default]
+    Batched,
+}
+
 /// Everything the server needs to start, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -216,6 +229,8 @@ pub struct Config {
     pub max_publishers: usize,
     /// Tokens and the publishing rule.
     pub auth: AuthConfig,
+    /// How datagrams are sent.
+    pub fanout: Fanout,
 }
 
 impl Config {
@@ -237,6 +252,7 @@ impl Config {
             bitrate: DEFAULT_BITRATE,
             max_publishers: DEFAULT_MAX_PUBLISHERS,
             auth: AuthConfig::default(),
+            fanout: Fanout::default(),
         }
     }
 }
@@ -257,6 +273,7 @@ struct FileConfig {
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
     allow_public_publish: Option<bool>,
+    fanout: Option<Fanout>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -376,6 +393,13 @@ pub struct ServeArgs {
     /// clients may). The server warns at start-up when this opens a stream.
     #[arg(long, env = "MIXCAST_ALLOW_PUBLIC_PUBLISH")]
     pub allow_public_publish: bool,
+
+    /// How the TX thread sends: `batched` copies each tick's datagrams into a batch and
+    /// sends up to 64 per `sendmmsg` system call, in a constant viewer order; `naive` makes
+    /// one `send_to` call per datagram as str0m hands it over (the baseline to compare
+    /// load runs against) [default: batched].
+    #[arg(long, env = "MIXCAST_FANOUT", value_enum, value_name = "MODE")]
+    pub fanout: Option<Fanout>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -573,6 +597,7 @@ impl ServeArgs {
             bitrate,
             max_publishers,
             auth,
+            fanout: self.fanout.or(file.fanout).unwrap_or_default(),
         })
     }
 }
@@ -601,6 +626,20 @@ mod tests {
         assert_eq!(c.streams.len(), 1);
         assert_eq!(c.streams[0].name, "live");
         assert_eq!(c.streams[0].sources, vec![SourceSpec::Tone.into()]);
+        assert_eq!(c.fanout, Fanout::Batched);
+    }
+
+    #[test]
+    fn fanout_from_file_and_flag() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, r#"fanout = "naive""#).unwrap();
+        let mut args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().fanout, Fanout::Naive);
+        args.fanout = Some(Fanout::Batched);
+        assert_eq!(args.resolve().unwrap().fanout, Fanout::Batched);
     }
 
     #[test]

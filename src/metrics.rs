@@ -75,6 +75,11 @@ pub struct Metrics {
     pub tick_lateness: Histogram,
     /// How long each tick's mix, encode and fan-out took.
     pub fanout: Histogram,
+    /// Datagrams the batched sender dropped: the kernel had no room after a few short
+    /// waits, or refused that one (`net::batch`).
+    pub udp_send_dropped: AtomicU64,
+    /// Send system calls the batched sender made (`sendmmsg`, a few `sendto`).
+    pub udp_send_calls: AtomicU64,
 }
 
 impl Metrics {
@@ -238,6 +243,24 @@ impl Metrics {
             "mixcast_tx_fanout_seconds",
             "Time per tick to mix, encode once and send to every viewer.",
         );
+        for (name, help, v) in [
+            (
+                "mixcast_udp_send_dropped_total",
+                "Datagrams the batched sender dropped (no room in the kernel, or refused).",
+                &self.udp_send_dropped,
+            ),
+            (
+                "mixcast_udp_send_calls_total",
+                "Send system calls of the batched sender (sendmmsg).",
+                &self.udp_send_calls,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
         out
     }
 }

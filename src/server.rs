@@ -107,14 +107,17 @@ impl Server {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
         let (queue_tx, queue_rx) = owner_queue();
 
+        let mut egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
+        egress.set_fanout(config.fanout);
         let tx_thread = TxThread {
-            egress: Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone()),
+            egress,
             socket: udp.try_clone()?,
             datagrams: queue_rx,
             commands: cmd_rx,
             demux: demux_tx.clone(),
             sessions: sessions.clone(),
             metrics: metrics.clone(),
+            fanout: config.fanout,
         };
         let tx_join = std::thread::Builder::new()
             .name("mixcast-tx".into())
@@ -221,6 +224,7 @@ impl Server {
             let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
             tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
         }
+        tracing::info!("fan-out: {:?}", config.fanout);
         log_publish_rule(&config);
 
         Ok(Server {

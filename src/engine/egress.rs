@@ -342,6 +342,9 @@ pub struct Egress {
     /// Video frames received and not yet forwarded (see [`Egress::forward_video`]).
     video_out: Vec<VideoFrame>,
     metrics: Arc<Metrics>,
+    /// Whether [`Egress::tick`] releases each viewer's packet at once (see
+    /// [`Egress::set_fanout`]).
+    release_in_tick: bool,
 }
 
 impl Egress {
@@ -373,7 +376,22 @@ impl Egress {
             stun_scratch: vec![0; crate::net::MAX_DATAGRAM + stun::PRIORITY_GROWTH],
             video_out: Vec::new(),
             metrics,
+            release_in_tick: true,
         }
+    }
+
+    /// How [`Egress::tick`] hands the frame to each viewer's `Rtc`.
+    ///
+    /// `Batched` (the default): write, then give the `Rtc` its timeout for `now` at once,
+    /// so str0m's pacer releases the packet (RTP, SRTP) in the same drain. Each viewer's
+    /// packet then leaves during the tick, in viewer order, with one drain per viewer.
+    ///
+    /// `Naive`, the baseline (str0m's chat example): write and drain. str0m's pacer only
+    /// sees the new packet on the `Rtc`'s next timeout, which the write schedules for
+    /// `now`, so the packet leaves in the next [`Egress::handle_timeouts`]: two drains per
+    /// viewer and a timer-heap push and pop for each.
+    pub fn set_fanout(&mut self, fanout: crate::config::Fanout) {
+        self.release_in_tick = fanout == crate::config::Fanout::Batched;
     }
 
     /// The index of the stream called `name`.
@@ -882,6 +900,15 @@ impl Egress {
                             }
                             None => Ok(()),
                         };
+                        let written = written.map_err(|e| e.to_string()).and_then(|()| {
+                            if self.release_in_tick {
+                                v.rtc
+                                    .handle_input(Input::Timeout(now))
+                                    .map_err(|e| e.to_string())
+                            } else {
+                                Ok(())
+                            }
+                        });
                         if let Err(e) = written {
                             let key = v.key;
                             tracing::debug!(key, "write failed: {e}");

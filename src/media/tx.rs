@@ -4,7 +4,7 @@
 //! early by new datagrams or commands) and spins the rest of the way.
 //! Never blocks on anything but its own park.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,12 @@ use ringbuf::traits::Consumer;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::FRAME_DURATION;
+use crate::config::Fanout;
 use crate::engine::egress::{Egress, PublisherOptions};
-use crate::engine::{PeerKey, Transmitter};
+use crate::engine::PeerKey;
 use crate::metrics::Metrics;
+use crate::net::batch::BatchSender;
+use crate::net::send::{NaiveSender, Outbox};
 use crate::net::{DemuxCommand, OwnerQueueRx};
 use crate::sessions::Sessions;
 
@@ -79,19 +82,6 @@ const SPIN_MARGIN: Duration = Duration::from_micros(1000);
 /// sending a burst.
 const MAX_CATCH_UP: Duration = Duration::from_millis(200);
 
-struct SocketTx<'a> {
-    socket: &'a UdpSocket,
-}
-
-impl Transmitter for SocketTx<'_> {
-    fn send(&mut self, _source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        // A failed send (peer gone, buffer full) loses one packet; RTP tolerates that.
-        if let Err(e) = self.socket.send_to(data, destination) {
-            tracing::trace!(%destination, "send: {e}");
-        }
-    }
-}
-
 /// Everything a TX thread owns.
 pub struct TxThread {
     /// The engine.
@@ -108,21 +98,60 @@ pub struct TxThread {
     pub sessions: Arc<Sessions>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// How datagrams go to the kernel.
+    pub fanout: Fanout,
 }
 
 impl TxThread {
     /// Runs until a `Shutdown` command or until the command channel closes.
-    pub fn run(mut self) {
+    pub fn run(self) {
+        let TxThread {
+            egress,
+            socket,
+            datagrams,
+            commands,
+            demux,
+            sessions,
+            metrics,
+            fanout,
+        } = self;
+        let mut worker = Worker {
+            egress,
+            datagrams,
+            commands,
+            demux,
+            sessions,
+            metrics,
+        };
+        match fanout {
+            Fanout::Naive => worker.run(&mut NaiveSender::new(socket)),
+            Fanout::Batched => {
+                let metrics = worker.metrics.clone();
+                worker.run(&mut BatchSender::new(socket, metrics))
+            }
+        }
+    }
+}
+
+/// A TX thread's state, apart from how it sends.
+struct Worker {
+    egress: Egress,
+    datagrams: OwnerQueueRx,
+    commands: Receiver<TxCommand>,
+    demux: Sender<DemuxCommand>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(&mut self, tx: &mut impl Outbox) {
         let mut deadline = Instant::now() + FRAME_DURATION;
         loop {
             let now = Instant::now();
-            let mut tx = SocketTx {
-                socket: &self.socket,
-            };
             loop {
                 match self.commands.try_recv() {
                     Ok(TxCommand::AddViewer { key, rtc, stream }) => {
-                        self.egress.add_viewer(now, key, *rtc, &stream, &mut tx)
+                        self.egress.add_viewer(now, key, *rtc, &stream, tx)
                     }
                     Ok(TxCommand::AddPublisher {
                         key,
@@ -131,17 +160,18 @@ impl TxThread {
                         options,
                     }) => self
                         .egress
-                        .add_publisher(now, key, *rtc, &stream, options, &mut tx),
-                    Ok(TxCommand::RemoveViewer { key }) => self.egress.remove_viewer(key, &mut tx),
-                    Ok(TxCommand::RemoteCandidate { key, candidate }) => self
-                        .egress
-                        .add_remote_candidate(key, candidate, now, &mut tx),
+                        .add_publisher(now, key, *rtc, &stream, options, tx),
+                    Ok(TxCommand::RemoveViewer { key }) => self.egress.remove_viewer(key, tx),
+                    Ok(TxCommand::RemoteCandidate { key, candidate }) => {
+                        self.egress.add_remote_candidate(key, candidate, now, tx)
+                    }
                     Ok(TxCommand::IceRestart { key, remote, reply }) => {
-                        let _ = reply.send(self.egress.restart_ice(key, remote, now, &mut tx));
+                        let _ = reply.send(self.egress.restart_ice(key, remote, now, tx));
                     }
                     Ok(TxCommand::Shutdown)
                     | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        self.egress.close_all(&mut tx);
+                        self.egress.close_all(tx);
+                        tx.flush();
                         self.reap();
                         return;
                     }
@@ -150,9 +180,10 @@ impl TxThread {
             }
             while let Some(d) = self.datagrams.try_pop() {
                 self.egress
-                    .handle_receive(now, d.key, d.source, d.destination, d.data(), &mut tx);
+                    .handle_receive(now, d.key, d.source, d.destination, d.data(), tx);
             }
-            self.egress.handle_timeouts(now, &mut tx);
+            self.egress.handle_timeouts(now, tx);
+            tx.flush();
 
             if now >= deadline {
                 let late = now - deadline;
@@ -162,7 +193,11 @@ impl TxThread {
                     tracing::warn!("TX thread stalled {late:?}: skipping {missed} frames");
                     deadline += FRAME_DURATION * missed as u32;
                 }
-                self.egress.tick(now, &mut tx);
+                self.egress.tick(now, tx);
+                // The naive path's packets leave on the timeouts the tick's writes set for
+                // `now`: send them here, so that the fan-out time covers them in both modes.
+                self.egress.handle_timeouts(now, tx);
+                tx.flush();
                 self.metrics.fanout.observe(now.elapsed());
                 deadline += FRAME_DURATION;
             }

@@ -3,9 +3,11 @@
 //! The RX thread reads datagrams and hands each to the thread that owns its peer through a
 //! lock-free SPSC ring ([`OwnerQueue`]); owners send on their own clone of the socket.
 
+pub mod batch;
 pub mod demux;
 pub mod dtls;
 pub mod rx;
+pub mod send;
 pub mod socket;
 pub mod stun;
 

@@ -14,11 +14,56 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         // `::` then also takes IPv4 peers where the OS allows it.
         let _ = socket.set_only_v6(false);
     }
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max; with CAP_NET_ADMIN the
+    // FORCE variants go past the cap. A tick for thousands of viewers is megabytes, and
+    // the batched sender drops what the kernel has no room for.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    force_buffer(&socket, libc::SO_RCVBUFFORCE, socket.recv_buffer_size());
+    force_buffer(&socket, libc::SO_SNDBUFFORCE, socket.send_buffer_size());
+    let (rcv, snd) = (
+        socket.recv_buffer_size().unwrap_or(0),
+        socket.send_buffer_size().unwrap_or(0),
+    );
+    // Linux reports twice the size granted (the other half is its bookkeeping overhead).
+    if rcv < 2 * SOCKET_BUFFER_BYTES || snd < 2 * SOCKET_BUFFER_BYTES {
+        tracing::warn!(
+            "UDP socket buffers: receive {} KiB, send {} KiB (asked {} KiB each); for \
+             thousands of viewers raise net.core.rmem_max and net.core.wmem_max",
+            rcv / 2048,
+            snd / 2048,
+            SOCKET_BUFFER_BYTES / 1024
+        );
+    } else {
+        tracing::debug!(
+            "UDP socket buffers: receive {} KiB, send {} KiB",
+            rcv / 2048,
+            snd / 2048
+        );
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Sets `option` (SO_RCVBUFFORCE or SO_SNDBUFFORCE) to [`SOCKET_BUFFER_BYTES`] when the
+/// size granted (half the size reported, `current`) is smaller; silently nothing without
+/// CAP_NET_ADMIN.
+fn force_buffer(socket: &Socket, option: libc::c_int, current: std::io::Result<usize>) {
+    use std::os::fd::AsRawFd;
+    if current.is_ok_and(|c| c >= 2 * SOCKET_BUFFER_BYTES) {
+        return;
+    }
+    let size = SOCKET_BUFFER_BYTES as libc::c_int;
+    // SAFETY: a valid socket and a c_int option value that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// The addresses to advertise as host candidates for a socket bound to `bound`:
@@ -81,6 +126,34 @@ fn interface_addrs() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_are_large_with_net_admin() {
+        let udp = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sock = socket2::SockRef::from(&udp);
+        let (rcv, snd) = (
+            sock.recv_buffer_size().unwrap(),
+            sock.send_buffer_size().unwrap(),
+        );
+        // With CAP_NET_ADMIN (bit 12 of the effective set) the sizes are forced.
+        let net_admin = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let hex = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(&hex, 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << 12) != 0);
+        if net_admin {
+            assert!(
+                rcv >= SOCKET_BUFFER_BYTES && snd >= SOCKET_BUFFER_BYTES,
+                "{rcv} {snd}"
+            );
+        }
+    }
 
     #[test]
     fn bound_address_is_the_only_candidate() {
