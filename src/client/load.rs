@@ -963,14 +963,9 @@ pub fn table(runs: &[&LoadReport]) -> String {
         ),
         (
             "listeners per core",
-            Box::new(move |r| {
-                format!(
-                    "{:.0}",
-                    r.server
-                        .as_ref()
-                        .and_then(|s| s.listeners_per_core)
-                        .unwrap_or(f64::NAN)
-                )
+            Box::new(|r| {
+                let l = r.server.as_ref().and_then(|s| s.listeners_per_core);
+                l.map_or("-".into(), |l| format!("{l:.0}"))
             }),
             Some(|r| r.server.as_ref()?.listeners_per_core),
         ),
