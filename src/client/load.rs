@@ -23,7 +23,7 @@ mod io;
 mod probe;
 pub mod stats;
 
-pub use probe::{cpu_ns, realtime_ns, rss_kib};
+pub use probe::{cpu_ns, realtime_ns, rss_kib, thread_cpu_ns};
 
 use self::io::{IoOutcome, IoSettings, NewViewer};
 use self::stats::{LogHistogram, PromHistogram};
@@ -265,6 +265,14 @@ pub struct ServerReport {
     pub cpu_us_per_packet: Option<f64>,
     /// Connected viewers divided by the cores used.
     pub listeners_per_core: Option<f64>,
+    /// CPU use of each of its threads (by name) over the window, percent of one core.
+    pub thread_cpu_percent: BTreeMap<String, f64>,
+    /// The same with no viewer (the idle probe before the ramp).
+    pub idle_thread_cpu_percent: BTreeMap<String, f64>,
+    /// CPU time of its TX threads (`mixcast-tx*`) per packet delivered, µs.
+    pub tx_cpu_us_per_packet: Option<f64>,
+    /// Connected viewers divided by the cores its TX threads used.
+    pub listeners_per_tx_core: Option<f64>,
     /// RSS before the first viewer, KiB.
     pub rss_idle_kib: Option<u64>,
     /// RSS at the window's end, KiB.
@@ -373,6 +381,7 @@ impl Control<'_> {
 struct Sample {
     at_ns: i64,
     server_cpu_ns: Option<u64>,
+    server_threads: Option<BTreeMap<u32, (String, u64)>>,
     server_rss_kib: Option<u64>,
     metrics: Option<String>,
     tool_cpu_ns: u64,
@@ -382,12 +391,14 @@ impl ServerProbe {
     fn sample(&self) -> Sample {
         let at_ns = realtime_ns();
         let server_cpu_ns = self.pid.and_then(|p| cpu_ns(Some(p)).ok());
+        let server_threads = self.pid.and_then(|p| thread_cpu_ns(p).ok());
         let tool_cpu_ns = cpu_ns(None).unwrap_or(0);
         let server_rss_kib = self.pid.and_then(|p| rss_kib(Some(p)).ok());
         let metrics = self.metrics_url.as_deref().and_then(fetch_metrics);
         Sample {
             at_ns,
             server_cpu_ns,
+            server_threads,
             server_rss_kib,
             metrics,
             tool_cpu_ns,
@@ -753,8 +764,34 @@ fn server_report(
         (Some(a), Some(b)) => Some((b - a).max(0.0) as u64),
         _ => None,
     };
+    let threads = |a: &Sample, b: &Sample| -> BTreeMap<String, f64> {
+        let (Some(x), Some(y)) = (&a.server_threads, &b.server_threads) else {
+            return BTreeMap::new();
+        };
+        let ns = (b.at_ns - a.at_ns).max(1) as f64;
+        probe::thread_cpu_delta(x, y)
+            .into_iter()
+            .map(|(name, cpu)| (name, cpu as f64 / ns * 100.0))
+            .collect()
+    };
+    let thread_cpu_percent = threads(start, end);
+    let tx_percent: Option<f64> = (!thread_cpu_percent.is_empty()).then(|| {
+        thread_cpu_percent
+            .iter()
+            .filter(|(name, _)| name.starts_with("mixcast-tx"))
+            .map(|(_, p)| p)
+            .sum()
+    });
     ServerReport {
         pid: opts.server.pid,
+        idle_thread_cpu_percent: threads(idle_start, idle_end),
+        tx_cpu_us_per_packet: tx_percent
+            .filter(|_| received > 0)
+            .map(|p| p / 100.0 * window_ns / 1e3 / received as f64),
+        listeners_per_tx_core: tx_percent
+            .filter(|p| *p > 0.0)
+            .map(|p| connected as f64 / (p / 100.0)),
+        thread_cpu_percent,
         idle_cpu_percent,
         cpu_percent: cpu_fraction.map(|f| f * 100.0),
         cpu_us_per_packet: cpu
@@ -968,6 +1005,36 @@ pub fn table(runs: &[&LoadReport]) -> String {
                 l.map_or("-".into(), |l| format!("{l:.0}"))
             }),
             Some(|r| r.server.as_ref()?.listeners_per_core),
+        ),
+        (
+            "TX threads: µs/packet, listeners/core",
+            Box::new(|r| {
+                let s = r.server.as_ref();
+                format!(
+                    "{}, {}",
+                    f2(s.and_then(|s| s.tx_cpu_us_per_packet)),
+                    s.and_then(|s| s.listeners_per_tx_core)
+                        .map_or("-".into(), |l| format!("{l:.0}"))
+                )
+            }),
+            Some(|r| r.server.as_ref()?.listeners_per_tx_core),
+        ),
+        (
+            "server threads CPU % (idle %)",
+            Box::new(|r| {
+                let Some(s) = r.server.as_ref() else {
+                    return "-".into();
+                };
+                s.thread_cpu_percent
+                    .iter()
+                    .map(|(name, p)| {
+                        let idle = s.idle_thread_cpu_percent.get(name).copied().unwrap_or(0.0);
+                        format!("{}:{p:.0}({idle:.0})", name.trim_start_matches("mixcast-"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            None,
         ),
         (
             "server RSS MiB idle → steady",

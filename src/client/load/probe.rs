@@ -1,6 +1,7 @@
 //! What the load tool reads about a process (the server's, or its own) from /proc, and the
 //! clocks it uses. Linux only, like the rest of the tool.
 
+use std::collections::BTreeMap;
 use std::io;
 
 /// A process's CPU time so far (user + system, every thread), in nanoseconds, from
@@ -10,6 +11,46 @@ pub fn cpu_ns(pid: Option<u32>) -> io::Result<u64> {
     parse_stat_cpu_ticks(&text)
         .map(|ticks| ticks * 1_000_000_000 / clock_ticks_per_second())
         .ok_or_else(|| io::Error::other("unexpected /proc/<pid>/stat"))
+}
+
+/// CPU time so far of each thread of a process, by thread id: (name, nanoseconds), from
+/// `/proc/<pid>/task/*/stat`. Threads that end between two readings simply drop out.
+pub fn thread_cpu_ns(pid: u32) -> io::Result<BTreeMap<u32, (String, u64)>> {
+    let mut out = BTreeMap::new();
+    let hz = clock_ticks_per_second();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .map(|(a, b)| stat[a + 1..b].to_string())
+            .unwrap_or_default();
+        if let Some(ticks) = parse_stat_cpu_ticks(&stat) {
+            out.insert(tid, (name, ticks * 1_000_000_000 / hz));
+        }
+    }
+    Ok(out)
+}
+
+/// CPU used by each thread name between two [`thread_cpu_ns`] readings, nanoseconds
+/// (threads of one name summed; a thread born in between counts from zero).
+pub fn thread_cpu_delta(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (tid, (name, ns)) in after {
+        let start = before.get(tid).map_or(0, |(_, b)| *b);
+        *out.entry(name.clone()).or_insert(0) += ns.saturating_sub(start);
+    }
+    out
 }
 
 /// A process's resident memory (`VmRSS`), in KiB.
@@ -100,5 +141,12 @@ mod tests {
         assert!(rss_kib(None).expect("VmRSS") > 0);
         cpu_ns(None).expect("stat");
         assert!(realtime_ns() > 1_600_000_000 * 1_000_000_000);
+        let threads = thread_cpu_ns(std::process::id()).expect("tasks");
+        assert!(!threads.is_empty());
+        let delta = thread_cpu_delta(&BTreeMap::new(), &threads);
+        assert_eq!(
+            delta.values().sum::<u64>(),
+            threads.values().map(|(_, ns)| ns).sum::<u64>()
+        );
     }
 }
