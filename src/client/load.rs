@@ -7,7 +7,7 @@
 //!  ramp (this thread) ──job──► HTTP workers: socket, Rtc, offer, POST, accept the answer
 //!                                   │ NewViewer (round robin)
 //!                                   ▼
-//!                     receive threads (io): epoll + recvmmsg over the viewers' sockets;
+//!                     receive threads (io): epoll + recvmsg over the viewers' sockets;
 //!                     RTP counted from its header, a sample (and STUN/DTLS/RTCP) fed to
 //!                     the viewer's Rtc, timers scanned every 10 ms
 //! ```
