@@ -1083,11 +1083,23 @@ pub fn table(runs: &[&LoadReport]) -> String {
         ),
     ];
     let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, cell, _)| runs.iter().map(|r| cell(r)).collect())
+        .collect();
+    let column = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let columns: Vec<usize> = (0..runs.len()).map(column).collect();
     let mut out = String::new();
-    for (name, cell, ratio) in &rows {
+    for ((name, _, ratio), cells) in rows.iter().zip(&cells) {
         let _ = write!(out, "{name:<width$}");
-        for r in runs {
-            let _ = write!(out, "  {:<28}", cell(r));
+        for (cell, w) in cells.iter().zip(&columns) {
+            let _ = write!(out, "  {cell:<w$}");
         }
         if let ([a, b], Some(ratio)) = (runs, ratio) {
             if let (Some(x), Some(y)) = (ratio(a), ratio(b)) {
@@ -1097,8 +1109,10 @@ pub fn table(runs: &[&LoadReport]) -> String {
             }
         }
         if runs.len() == 2 && *name == "run" {
-            let _ = write!(out, "  first / second");
+            let _ = write!(out, "  ratio first/second");
         }
+        let trimmed = out.trim_end_matches(' ').len();
+        out.truncate(trimmed);
         out.push('\n');
     }
     for r in runs {
