@@ -11,16 +11,22 @@ use std::time::Duration;
 
 use crate::engine::EndReason;
 
-/// Bucket upper bounds in seconds for the TX timing histograms.
-const BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0,
+/// Bucket upper bounds in seconds for the TX timing histograms. Fine below 1 ms and up to
+/// 5 ms so that targets like "p99 under 1 ms, max under 5 ms" can be read from a scrape
+/// (the load tool, examples/whep_load.rs, does); the coarser bounds of the first version
+/// (50 µs, 100 µs, 250 µs, 500 µs, 1 ms, 2 ms, 5 ms, 10 ms and up) are all still there.
+const BUCKETS: [f64; 28] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_25, 0.000_3,
+    0.000_4, 0.000_5, 0.000_6, 0.000_7, 0.000_8, 0.000_9, 0.001, 0.001_5, 0.002, 0.003, 0.004,
+    0.005, 0.007_5, 0.01, 0.015, 0.02, 0.05, 0.1, 1.0,
 ];
 
-/// A fixed-bucket histogram of durations.
+/// A fixed-bucket histogram of durations, with the largest observation since start.
 #[derive(Default)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
+    max_nanos: AtomicU64,
 }
 
 impl Histogram {
@@ -32,13 +38,19 @@ impl Histogram {
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+        let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+        self.max_nanos.fetch_max(nanos, Relaxed);
     }
 
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The largest observation since start.
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_nanos.load(Relaxed))
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -52,6 +64,15 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
         let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cum}");
+    }
+
+    /// The largest observation as a gauge of its own (`max_name`), next to the histogram.
+    fn render_max(&self, out: &mut String, max_name: &str, help: &str) {
+        let max = self.max_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "# HELP {max_name} {help}\n# TYPE {max_name} gauge\n{max_name} {max}"
+        );
     }
 }
 
@@ -261,6 +282,16 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.tick_lateness.render_max(
+            &mut out,
+            "mixcast_tx_tick_lateness_max_seconds",
+            "The latest a TX tick started after its deadline, since start.",
+        );
+        self.fanout.render_max(
+            &mut out,
+            "mixcast_tx_fanout_max_seconds",
+            "The longest tick (mix, encode, send to every viewer), since start.",
+        );
         out
     }
 }
@@ -284,6 +315,22 @@ mod tests {
         assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.00005\"} 1"));
         assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.005\"} 2"));
         assert!(text.contains("mixcast_tx_tick_lateness_seconds_count 2"));
+    }
+
+    #[test]
+    fn fine_buckets_below_5_ms_and_a_max_gauge() {
+        let m = Metrics::default();
+        m.tick_lateness.observe(Duration::from_micros(850));
+        m.tick_lateness.observe(Duration::from_micros(3500));
+        m.tick_lateness.observe(Duration::from_micros(120));
+        let text = m.render();
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.0008\"} 1"));
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.0009\"} 2"));
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.003\"} 2"));
+        assert!(text.contains("mixcast_tx_tick_lateness_seconds_bucket{le=\"0.004\"} 3"));
+        assert!(text.contains("mixcast_tx_tick_lateness_max_seconds 0.0035\n"));
+        assert!(text.contains("mixcast_tx_fanout_max_seconds 0\n"));
+        assert_eq!(m.tick_lateness.max(), Duration::from_micros(3500));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod driver;
 mod http;
+pub mod load;
 pub mod whep;
 pub mod whip;
 

@@ -12,10 +12,10 @@ use crate::media::opus::Decoder;
 use crate::media::{Frame, FRAME_LEN};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaData, MediaKind};
-use str0m::{Candidate, Event, IceConnectionState, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Rtc, RtcConfig};
 
 /// Longest wait from the answer to a connected (ICE + DTLS) session.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,30 +138,11 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ClientError> {
         )));
     }
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0))?;
-    let rtc = Rtc::builder()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .build(Instant::now());
+    let rtc = viewer_rtc_config().build(Instant::now());
     let mut driver = Driver::new(rtc, socket)?;
-    let host = Candidate::host(driver.local_addr(), "udp")
-        .map_err(|e| ClientError::Rtc(format!("host candidate: {e}")))?;
+    let local = driver.local_addr();
     let mut ignore = |_: Event| {};
-    driver.mutate(
-        |rtc| {
-            rtc.add_local_candidate(host);
-        },
-        &mut ignore,
-    )?;
-    let (offer, pending) = driver
-        .mutate(
-            |rtc| {
-                let mut change = rtc.sdp_api();
-                change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-                change.apply()
-            },
-            &mut ignore,
-        )?
-        .ok_or_else(|| ClientError::Rtc("str0m made no offer".into()))?;
+    let (offer, pending) = driver.mutate(|rtc| audio_offer(rtc, local), &mut ignore)??;
 
     let signal = SignalClient::new(opts.token.as_deref());
     let posted_at = Instant::now();
@@ -177,6 +158,44 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ClientError> {
     Ok(report)
 }
 
+/// The `Rtc` configuration of a WHEP viewer: Opus only (what the server sends). Shared by
+/// [`play`] and the load tool, which adds its own settings.
+pub(crate) fn viewer_rtc_config() -> RtcConfig {
+    Rtc::builder().clear_codecs().enable_opus(true, false)
+}
+
+/// Announces `local` as the host candidate of a fresh viewer `Rtc` and makes its offer: one
+/// recvonly audio m-line. The caller drains the `Rtc` afterwards (nothing to send yet).
+pub(crate) fn audio_offer(
+    rtc: &mut Rtc,
+    local: SocketAddr,
+) -> Result<(SdpOffer, SdpPendingOffer), ClientError> {
+    let host = Candidate::host(local, "udp")
+        .map_err(|e| ClientError::Rtc(format!("host candidate: {e}")))?;
+    rtc.add_local_candidate(host);
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    change
+        .apply()
+        .ok_or_else(|| ClientError::Rtc("str0m made no offer".into()))
+}
+
+/// Applies the server's answer to the `Rtc` that made the offer, keeping only the
+/// candidates a client bound to `bind` may send to (see [`keep_reachable_candidates`]).
+pub(crate) fn accept_answer(
+    rtc: &mut Rtc,
+    pending: SdpPendingOffer,
+    answer: &str,
+    bind: IpAddr,
+) -> Result<(), ClientError> {
+    let reachable = keep_reachable_candidates(answer, bind);
+    let answer = SdpAnswer::from_sdp_string(&reachable)
+        .map_err(|e| ClientError::Rtc(format!("bad answer: {e}")))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| ClientError::Rtc(format!("answer not accepted: {e}")))
+}
+
 /// Applies the answer, waits for the connection, then receives for `opts.duration`.
 fn receive(
     driver: &mut Driver,
@@ -185,16 +204,11 @@ fn receive(
     opts: &PlayOptions,
     posted_at: Instant,
 ) -> Result<PlayReport, ClientError> {
-    let reachable = keep_reachable_candidates(answer, opts.bind);
-    let answer = SdpAnswer::from_sdp_string(&reachable)
-        .map_err(|e| ClientError::Rtc(format!("bad answer: {e}")))?;
     let mut viewer = Viewer::new(opts.decode, posted_at)?;
-    driver
-        .mutate(
-            |rtc| rtc.sdp_api().accept_answer(pending, answer),
-            &mut |e| viewer.on_event(e),
-        )?
-        .map_err(|e| ClientError::Rtc(format!("answer not accepted: {e}")))?;
+    driver.mutate(
+        |rtc| accept_answer(rtc, pending, answer, opts.bind),
+        &mut |e| viewer.on_event(e),
+    )??;
 
     let connect_by = Instant::now() + CONNECT_TIMEOUT;
     loop {

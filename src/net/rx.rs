@@ -55,6 +55,13 @@ pub fn run(
             return;
         }
     };
+    // quinn-udp makes the socket non-blocking, which voids the read timeout above: the
+    // thread would spin on an idle socket (a whole core, found by the load tool). Blocking
+    // again, it sleeps in recvmsg until a datagram or the timeout.
+    if let Err(e) = socket.set_nonblocking(false) {
+        tracing::error!("UDP socket: cannot make it blocking: {e}; RX thread stops");
+        return;
+    }
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
