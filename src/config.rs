@@ -202,6 +202,12 @@ pub enum Fanout {
     /// up to 64 per system call (see `net::batch`).
     #[default]
     Batched,
+    /// As `Batched`, and the Opus frame goes to audio-only viewers without their `Rtc`:
+    /// the engine builds the RTP packet and SRTP-protects it itself (GCM profiles), so
+    /// str0m only runs those viewers' timers when due. str0m sends no sender reports for
+    /// that stream (audio-only players need none). Viewers of video, and viewers on an
+    /// AES-CM profile, stay on the `Batched` path.
+    Direct,
 }
 
 /// Everything the server needs to start, validated.
