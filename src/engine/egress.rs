@@ -1334,6 +1334,7 @@ fn send_direct(
     let (source, destination) = v.media_path?;
     if v.direct.is_none() {
         let ssrc = *v.rtc.direct_api().stream_tx_by_mid(*mid, None)?.ssrc();
+        tracing::debug!(key = v.key, ssrc, "audio on the direct path");
         v.direct = Some(DirectAudio {
             ssrc,
             pt: **pt,
