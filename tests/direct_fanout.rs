@@ -3,7 +3,6 @@
 //! decode them: 10 s of the test tone each, no loss, 440 Hz left and 660 Hz right.
 
 #[path = "common/sim.rs"]
-#[allow(dead_code)]
 mod sim;
 
 use std::net::SocketAddr;

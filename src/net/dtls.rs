@@ -244,8 +244,10 @@ pub fn take_last_srtp_keys() -> Option<SrtpKeys> {
 /// Viewers' keys between signalling (which builds the `Rtc`) and the TX thread (which
 /// takes it), by local ICE ufrag. Weak: an `Rtc` dropped before it reached a TX thread
 /// leaves a dead entry, pruned as the map grows.
-static PENDING: Mutex<Option<(HashMap<String, Weak<OnceLock<SrtpSender>>>, usize)>> =
-    Mutex::new(None);
+static PENDING: Mutex<Option<PendingKeys>> = Mutex::new(None);
+
+/// The keys by ufrag, and the size at which to prune dead entries next.
+type PendingKeys = (HashMap<String, Weak<OnceLock<SrtpSender>>>, usize);
 
 /// Files the keys of the viewer `Rtc` whose local ICE ufrag is `ufrag`.
 pub fn register_srtp_keys(ufrag: &str, keys: &SrtpKeys) {

@@ -59,21 +59,15 @@ impl SrtpSender {
 
     /// Our sending context from a master key (16 or 32 bytes) and 12-byte master salt.
     pub fn from_master(master_key: &[u8], master_salt: &[u8]) -> Option<SrtpSender> {
-        let algorithm = match master_key.len() {
-            16 => &AES_128_GCM,
-            32 => &AES_256_GCM,
-            _ => return None,
-        };
         let mut session_key = [0u8; 32];
         let session_key = &mut session_key[..master_key.len()];
         derive(master_key, master_salt, LABEL_RTP_KEY, session_key)?;
         let mut salt = [0u8; 12];
         derive(master_key, master_salt, LABEL_RTP_SALT, &mut salt)?;
-        let key = LessSafeKey::new(UnboundKey::new(algorithm, session_key).ok()?);
-        Some(SrtpSender { key, salt })
+        SrtpSender::from_session(session_key, salt)
     }
 
-    /// A sender from session key and salt directly (tests).
+    /// A sender from the derived session key (16 or 32 bytes) and session salt.
     fn from_session(session_key: &[u8], salt: [u8; 12]) -> Option<SrtpSender> {
         let algorithm = match session_key.len() {
             16 => &AES_128_GCM,
