@@ -62,8 +62,9 @@ impl Client {
 }
 
 /// Runs `viewers` audio-only str0m clients against an engine in `mode` until each has
-/// 500 packets (10 s) or 15 s of virtual time passed.
-fn run(mode: Fanout, viewers: usize) -> Vec<Client> {
+/// 500 packets (10 s) or 15 s of virtual time passed. With `video_first`, the first
+/// viewer also takes video.
+fn run(mode: Fanout, viewers: usize, video_first: bool) -> Vec<Client> {
     let server_addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
     let mut now = Instant::now();
     let mut mixer = Mixer::new();
@@ -88,6 +89,9 @@ fn run(mode: Fanout, viewers: usize) -> Vec<Client> {
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        if video_first && i == 0 {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        }
         let (offer_sdp, pending) = api.apply().unwrap();
         let negotiated = offer::accept(
             &offer_sdp.to_sdp_string(),
@@ -183,7 +187,7 @@ fn check_tone(c: &Client) {
 
 #[test]
 fn direct_viewers_decrypt_and_decode_ten_seconds() {
-    let clients = run(Fanout::Direct, 3);
+    let clients = run(Fanout::Direct, 3, false);
     for c in &clients {
         assert!(c.connected, "a client never connected");
         assert_eq!(c.packets, 500, "10 s of 20 ms packets, none lost");
@@ -196,11 +200,31 @@ fn direct_viewers_decrypt_and_decode_ten_seconds() {
 #[test]
 fn batched_viewers_get_str0m_packets() {
     // The control: str0m's packets carry header extensions, so `plain` tells the paths apart.
-    let clients = run(Fanout::Batched, 2);
+    let clients = run(Fanout::Batched, 2, false);
     for c in &clients {
         assert_eq!(c.packets, 500);
         assert_eq!(c.plain, 0);
         assert!(c.extended >= 500);
+        check_tone(c);
+    }
+}
+
+#[test]
+fn viewers_of_video_stay_on_str0m_in_direct_mode() {
+    // Their sender reports line audio up with video, so str0m keeps sending their audio.
+    let clients = run(Fanout::Direct, 2, true);
+    assert_eq!(clients[0].packets, 500);
+    assert_eq!(
+        clients[0].plain, 0,
+        "the viewer of video gets str0m's packets"
+    );
+    assert!(clients[0].extended >= 500);
+    assert_eq!(clients[1].packets, 500);
+    assert_eq!(
+        clients[1].extended, 0,
+        "the audio-only viewer gets direct packets"
+    );
+    for c in &clients {
         check_tone(c);
     }
 }
