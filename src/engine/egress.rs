@@ -402,14 +402,14 @@ impl Egress {
             video_out: Vec::new(),
             metrics,
             release_in_tick: true,
-            direct: false,
+            direct: true,
             direct_buf: vec![0; crate::net::MAX_DATAGRAM],
         }
     }
 
     /// How [`Egress::tick`] hands the frame to each viewer's `Rtc`.
     ///
-    /// `Batched` (the default): write, then give the `Rtc` its timeout for `now` at once,
+    /// `Batched`: write, then give the `Rtc` its timeout for `now` at once,
     /// so str0m's pacer releases the packet (RTP, SRTP) in the same drain. Each viewer's
     /// packet then leaves during the tick, in viewer order, with one drain per viewer.
     ///
@@ -418,7 +418,7 @@ impl Egress {
     /// `now`, so the packet leaves in the next [`Egress::handle_timeouts`]: two drains per
     /// viewer and a timer-heap push and pop for each.
     ///
-    /// `Direct`: as `Batched`, but a connected audio-only viewer whose DTLS exported GCM
+    /// `Direct` (the default): as `Batched`, but a connected audio-only viewer whose DTLS exported GCM
     /// keys gets the frame without its `Rtc`: we write the RTP header (the SSRC str0m
     /// announced, our PT, our own sequence numbers, the stream's media time), protect it
     /// with [`crate::net::srtp::SrtpSender`] and send it to the nominated pair. No write,
