@@ -203,8 +203,8 @@ pub enum Fanout {
     Batched,
     /// As `Batched`, and the Opus frame goes to audio-only viewers without their `Rtc`:
     /// the engine builds the RTP packet and SRTP-protects it itself (GCM profiles), so
-    /// str0m only runs those viewers' timers when due. str0m sends no sender reports for
-    /// that stream (audio-only players need none). Viewers of video, and viewers on an
+    /// str0m only runs those viewers' timers when due. str0m's sender reports for that
+    /// stream no longer describe it (audio-only players need none). Viewers of video, and viewers on an
     /// AES-CM profile, stay on the `Batched` path. The default: about a tenth of
     /// `Batched`'s engine time per audio-only viewer (docs/fanout.md).
     #[default]
@@ -404,7 +404,7 @@ pub struct ServeArgs {
     /// How the TX thread sends: `batched` copies each tick's datagrams into a batch and
     /// sends up to 64 per `sendmmsg` system call, in a constant viewer order; `direct` does
     /// the same and builds audio-only viewers' SRTP packets itself, without their str0m
-    /// `Rtc` (no sender reports for that audio); `naive` makes one `send_to` call per
+    /// `Rtc` (no true sender reports for that audio); `naive` makes one `send_to` call per
     /// datagram as str0m hands it over (the baseline to compare load runs against)
     /// [default: direct].
     #[arg(long, env = "MIXCAST_FANOUT", value_enum, value_name = "MODE")]

@@ -307,9 +307,10 @@ struct Viewer {
 }
 
 /// A viewer's audio RTP stream built by the engine itself (the `direct` fan-out): str0m
-/// announced the SSRC in the answer but never sends on it, so it sends no sender reports
-/// for it either; audio-only players do not need them (lip-sync needs them, which is why
-/// viewers of video stay on str0m's path).
+/// announced the SSRC in the answer but never sends RTP on it. It still sends its periodic
+/// sender report for the stream (every 5 s for audio), which does not match our packets:
+/// counts of zero, its own RTP-time mapping. Audio-only players do not need sender
+/// reports to play (lip-sync does, which is why viewers of video stay on str0m's path).
 struct DirectAudio {
     ssrc: u32,
     pt: u8,
