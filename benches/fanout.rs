@@ -9,7 +9,9 @@
 //!
 //! each for `naive` (the baseline, `--fanout naive`: write and drain in the tick, the
 //! packet leaves on the viewer's next timeout, one `send_to` per datagram) and `batched`
-//! (`--fanout batched`: the packet leaves in the tick's drain, `sendmmsg` in batches).
+//! (`--fanout batched`: the packet leaves in the tick's drain, `sendmmsg` in batches) and
+//! `direct` (`--fanout direct`: as batched, but the engine builds and SRTP-protects each
+//! audio-only viewer's packet itself, without its `Rtc`).
 //!
 //! The time is the TX thread's CPU time (see [`thread_cpu_time`]). Criterion's throughput
 //! is in viewers, so the time per viewer is one over the elements per second. Between timed ticks, untimed: the viewers' sockets are emptied and the
@@ -333,7 +335,7 @@ fn fanout(c: &mut Criterion) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut naive = NaiveSender::new(socket.try_clone().unwrap());
         let mut batched = BatchSender::with_sink(MmsgSocket::new(socket.try_clone().unwrap()));
-        for mode in [Fanout::Naive, Fanout::Batched] {
+        for mode in [Fanout::Naive, Fanout::Batched, Fanout::Direct] {
             f.egress.set_fanout(mode);
             let name = format!("{mode:?}").to_lowercase();
             group.bench_function(BenchmarkId::new(format!("engine/{name}"), n), |b| {
@@ -342,7 +344,9 @@ fn fanout(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(format!("socket/{name}"), n), |b| {
                 b.iter_custom(|iters| match mode {
                     Fanout::Naive => run_ticks(&mut f, iters, &mut Split::new(&mut naive)),
-                    Fanout::Batched => run_ticks(&mut f, iters, &mut Split::new(&mut batched)),
+                    Fanout::Batched | Fanout::Direct => {
+                        run_ticks(&mut f, iters, &mut Split::new(&mut batched))
+                    }
                 })
             });
         }

@@ -176,6 +176,107 @@ fn chromium_plays_live_440_left_660_right() {
     }
 }
 
+/// The same with the server in `--fanout direct`: Chromium decrypts and plays the audio
+/// packets the engine built and protected itself (see docs/fanout.md).
+#[test]
+fn chromium_plays_live_from_the_direct_fanout() {
+    let Some(binary) = chromium_or_skip("chromium_plays_live_from_the_direct_fanout") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let _media = media_lock();
+    let config = Config {
+        fanout: mixcast::config::Fanout::Direct,
+        ..Config::loopback_ephemeral()
+    };
+    let server = Server::start(config).expect("the server starts");
+    let addr = server.http_addr();
+    let server = std::sync::Arc::new(server);
+    let in_test = std::sync::Arc::clone(&server);
+    with_chromium(binary, &[], move |browser| {
+        // The page always asks for video too, which keeps a viewer on str0m's path; an
+        // audio-only peer connection of its own takes the direct one.
+        play_audio_only(browser, addr)?;
+        play_live(browser, addr, &in_test)
+    });
+    if let Ok(server) = std::sync::Arc::try_unwrap(server) {
+        server.shutdown();
+    }
+}
+
+/// An audio-only WHEP session from the page's origin, outside the player: it receives
+/// packets without loss and plays audio with energy.
+fn play_audio_only(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
+    browser
+        .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+        .map_err(cdp)?;
+    let status = browser
+        .evaluate(
+            r#"(async () => {
+              const pc = new RTCPeerConnection();
+              pc.addTransceiver("audio", { direction: "recvonly" });
+              const track = new Promise((r) => (pc.ontrack = (e) => r(e.track)));
+              await pc.setLocalDescription(await pc.createOffer());
+              await new Promise((r) => {
+                if (pc.iceGatheringState === "complete") return r();
+                pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r();
+              });
+              const sdp = pc.localDescription.sdp.split("\r\n")
+                .filter((l) => !l.startsWith("a=candidate") || l.includes(" 127.0.0.1 "))
+                .join("\r\n");
+              const res = await fetch("/live/whep", {
+                method: "POST", headers: { "Content-Type": "application/sdp" }, body: sdp });
+              await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+              const el = new Audio();
+              el.srcObject = new MediaStream([await track]);
+              el.play().catch(() => {});
+              window.directPc = pc;
+              window.directEl = el;
+              return res.status;
+            })()"#,
+        )
+        .map_err(cdp)?;
+    if status != 201 {
+        return Err(format!("audio-only WHEP POST: {status}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = browser
+            .evaluate(
+                r#"(async () => {
+                  let r = null;
+                  (await window.directPc.getStats()).forEach((x) => {
+                    if (x.type === "inbound-rtp" && x.kind === "audio") r = {
+                      packetsReceived: x.packetsReceived, packetsLost: x.packetsLost,
+                      totalAudioEnergy: x.totalAudioEnergy };
+                  });
+                  return r;
+                })()"#,
+            )
+            .map_err(cdp)?;
+        let packets = stats["packetsReceived"].as_f64().unwrap_or(0.0);
+        let energy = stats["totalAudioEnergy"].as_f64().unwrap_or(0.0);
+        if packets > 150.0 && energy > 0.0 {
+            eprintln!("audio-only inbound: {stats}");
+            if stats["packetsLost"].as_f64().unwrap_or(0.0) > 0.0 {
+                return Err(format!("loss on loopback: {stats}"));
+            }
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("audio-only: no media after 20 s: {stats}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser
+        .evaluate("(window.directPc.close(), true)")
+        .map_err(cdp)?;
+    Ok(())
+}
+
 fn play_live(browser: &mut Chromium, addr: SocketAddr, server: &Server) -> Result<(), String> {
     browser
         .navigate(

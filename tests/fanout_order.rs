@@ -1,6 +1,6 @@
 //! The fan-out's send order, in virtual time: every tick sends each connected viewer
 //! exactly one RTP packet, in the same viewer order from tick to tick (so each listener
-//! sees a constant offset from the tick, not jitter), in both `--fanout` modes.
+//! sees a constant offset from the tick, not jitter), in every `--fanout` mode.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -176,7 +176,7 @@ impl Net {
 #[test]
 fn each_viewer_once_per_tick_in_a_constant_order() {
     let mut net = Net::new();
-    for mode in [Fanout::Batched, Fanout::Naive] {
+    for mode in [Fanout::Batched, Fanout::Naive, Fanout::Direct] {
         net.egress.set_fanout(mode);
         net.tick(); // the switch itself
         let first = net.tick();
@@ -188,8 +188,8 @@ fn each_viewer_once_per_tick_in_a_constant_order() {
         for _ in 0..100 {
             assert_eq!(net.tick(), first, "{mode:?}: the same order every tick");
         }
-        if mode == Fanout::Batched {
-            // Batched sends in the viewers' own order (the order they joined).
+        if mode != Fanout::Naive {
+            // Batched and direct send in the viewers' own order (the order they joined).
             let joined: Vec<SocketAddr> = (0..VIEWERS)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 40_000 + i as u16)))
                 .collect();
@@ -198,7 +198,7 @@ fn each_viewer_once_per_tick_in_a_constant_order() {
     }
 }
 
-/// Both modes end to end over real UDP on 127.0.0.1: three viewers each get the stream
+/// Every mode end to end over real UDP on 127.0.0.1: three viewers each get the stream
 /// without loss, and the batched sender made fewer system calls than datagrams.
 #[test]
 fn both_modes_deliver_over_loopback() {
@@ -207,7 +207,7 @@ fn both_modes_deliver_over_loopback() {
     use mixcast::server::Server;
     use std::net::{IpAddr, Ipv4Addr};
 
-    for mode in [Fanout::Naive, Fanout::Batched] {
+    for mode in [Fanout::Naive, Fanout::Batched, Fanout::Direct] {
         let config = Config {
             fanout: mode,
             ..Config::loopback_ephemeral()
@@ -241,7 +241,9 @@ fn both_modes_deliver_over_loopback() {
         let sent = counter("mixcast_packets_sent_total ");
         match mode {
             Fanout::Naive => assert_eq!(calls, 0, "the naive path makes no sendmmsg"),
-            Fanout::Batched => assert!(calls > 0 && calls < sent, "{calls} calls, {sent} sent"),
+            Fanout::Batched | Fanout::Direct => {
+                assert!(calls > 0 && calls < sent, "{calls} calls, {sent} sent")
+            }
         }
         assert_eq!(counter("mixcast_udp_send_dropped_total "), 0);
         server.shutdown();

@@ -26,6 +26,8 @@ use crate::media::opus::{Encoder, MAX_PACKET};
 use crate::media::publisher::{publisher_channel, PublisherFeed};
 use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use crate::metrics::Metrics;
+use crate::net::dtls::SrtpKeys;
+use crate::net::srtp::{write_rtp_header, RTP_HEADER_LEN};
 use crate::net::stun;
 use crate::streams::{StreamDirectory, VideoSource};
 
@@ -296,6 +298,26 @@ struct Viewer {
     added: Instant,
     /// The timeout str0m last asked for, while it has an entry in `timers`.
     next_timeout: Option<Instant>,
+    /// Our SRTP sending keys, once its DTLS handshake has exported them (viewers only).
+    srtp_keys: Option<SrtpKeys>,
+    /// Where str0m sends its DTLS and RTCP: the nominated ICE pair (source, destination).
+    media_path: Option<(SocketAddr, SocketAddr)>,
+    /// Its audio stream when sent by the `direct` fan-out.
+    direct: Option<DirectAudio>,
+}
+
+/// A viewer's audio RTP stream built by the engine itself (the `direct` fan-out): str0m
+/// announced the SSRC in the answer but never sends RTP on it. It still sends its periodic
+/// sender report for the stream (every 5 s for audio), which does not match our packets:
+/// counts of zero, its own RTP-time mapping. Audio-only players do not need sender
+/// reports to play (lip-sync does, which is why viewers of video stay on str0m's path).
+struct DirectAudio {
+    ssrc: u32,
+    pt: u8,
+    /// The extended sequence number of the next packet (RFC 3711 index: ROC and SEQ).
+    index: u64,
+    /// The next packet is the stream's first: marker bit set.
+    first: bool,
 }
 
 /// A publisher's video frame on its way to the stream's viewers.
@@ -345,6 +367,10 @@ pub struct Egress {
     /// Whether [`Egress::tick`] releases each viewer's packet at once (see
     /// [`Egress::set_fanout`]).
     release_in_tick: bool,
+    /// Whether [`Egress::tick`] builds audio-only viewers' packets itself (`direct`).
+    direct: bool,
+    /// Room to build one direct datagram.
+    direct_buf: Vec<u8>,
 }
 
 impl Egress {
@@ -377,12 +403,14 @@ impl Egress {
             video_out: Vec::new(),
             metrics,
             release_in_tick: true,
+            direct: true,
+            direct_buf: vec![0; crate::net::MAX_DATAGRAM],
         }
     }
 
     /// How [`Egress::tick`] hands the frame to each viewer's `Rtc`.
     ///
-    /// `Batched` (the default): write, then give the `Rtc` its timeout for `now` at once,
+    /// `Batched`: write, then give the `Rtc` its timeout for `now` at once,
     /// so str0m's pacer releases the packet (RTP, SRTP) in the same drain. Each viewer's
     /// packet then leaves during the tick, in viewer order, with one drain per viewer.
     ///
@@ -390,8 +418,16 @@ impl Egress {
     /// sees the new packet on the `Rtc`'s next timeout, which the write schedules for
     /// `now`, so the packet leaves in the next [`Egress::handle_timeouts`]: two drains per
     /// viewer and a timer-heap push and pop for each.
+    ///
+    /// `Direct` (the default): as `Batched`, but a connected audio-only viewer whose DTLS exported GCM
+    /// keys gets the frame without its `Rtc`: we write the RTP header (the SSRC str0m
+    /// announced, our PT, our own sequence numbers, the stream's media time), protect it
+    /// with [`crate::net::srtp::SrtpSender`] and send it to the nominated pair. No write,
+    /// no drain: its `Rtc` runs only when its own timers are due or input arrives.
     pub fn set_fanout(&mut self, fanout: crate::config::Fanout) {
-        self.release_in_tick = fanout == crate::config::Fanout::Batched;
+        use crate::config::Fanout;
+        self.release_in_tick = matches!(fanout, Fanout::Batched | Fanout::Direct);
+        self.direct = fanout == Fanout::Direct;
     }
 
     /// The index of the stream called `name`.
@@ -433,6 +469,9 @@ impl Egress {
             return;
         };
         let idx = self.viewers.len();
+        let mut rtc = rtc;
+        let srtp_keys =
+            crate::net::dtls::claim_srtp_keys(&rtc.direct_api().local_ice_credentials().ufrag);
         self.viewers.push(Viewer {
             key,
             rtc,
@@ -446,6 +485,9 @@ impl Egress {
             connected: false,
             added: now,
             next_timeout: None,
+            srtp_keys,
+            media_path: None,
+            direct: None,
         });
         self.index.insert(key, idx);
         self.metrics.viewer_added(&self.stream(stream).name);
@@ -516,6 +558,9 @@ impl Egress {
             connected: false,
             added: now,
             next_timeout: None,
+            srtp_keys: None,
+            media_path: None,
+            direct: None,
         });
         self.index.insert(key, idx);
         self.drain(idx, now, tx);
@@ -890,6 +935,14 @@ impl Egress {
                 continue;
             }
             let s = self.streams[v.stream].as_ref().expect("live stream slot");
+            if let (true, true, Some(frame)) = (self.direct, v.connected, &s.frame) {
+                let rtp_time = s.media_time as u32; // RTP timestamps wrap (RFC 3550)
+                if let Some(n) = send_direct(v, frame, rtp_time, &mut self.direct_buf, tx) {
+                    self.metrics.transmit(n);
+                    idx += 1;
+                    continue;
+                }
+            }
             match &v.role {
                 Role::Viewer { audio, .. } => {
                     if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
@@ -1025,6 +1078,11 @@ impl Egress {
                 }
                 Ok(Output::Transmit(t)) => {
                     self.metrics.transmit(t.contents.len());
+                    // str0m sends DTLS and RTCP (never STUN, first byte 0..=3) only on the
+                    // nominated pair: where direct audio goes too.
+                    if t.contents.first().is_some_and(|&b| b > 3) {
+                        v.media_path = Some((t.source, t.destination));
+                    }
                     tx.send(t.source, t.destination, &t.contents);
                 }
                 Ok(Output::Event(e)) => match e {
@@ -1252,4 +1310,52 @@ fn forwards(
         layers => layers.iter().position(|r| Some(*r) == d.rid)?,
     };
     Some((layer, feed.layer_count()))
+}
+
+/// Sends `frame` to audio-only viewer `v` without its `Rtc` (the `direct` fan-out, see
+/// [`Egress::set_fanout`]), built in `buf`. Returns the datagram's length, or `None` when
+/// the viewer is not (yet) served this way: it takes video, its keys or nominated pair are
+/// not known, or str0m has no send stream for its audio.
+fn send_direct(
+    v: &mut Viewer,
+    frame: &[u8],
+    rtp_time: u32,
+    buf: &mut [u8],
+    tx: &mut impl Transmitter,
+) -> Option<usize> {
+    let Role::Viewer {
+        audio: Some((mid, pt)),
+        video: None,
+        ..
+    } = &v.role
+    else {
+        return None;
+    };
+    let sender = v.srtp_keys.as_ref()?.get()?;
+    let (source, destination) = v.media_path?;
+    if v.direct.is_none() {
+        let ssrc = *v.rtc.direct_api().stream_tx_by_mid(*mid, None)?.ssrc();
+        tracing::debug!(key = v.key, ssrc, "audio on the direct path");
+        v.direct = Some(DirectAudio {
+            ssrc,
+            pt: **pt,
+            // A random start (RFC 3550 §5.1), low enough that the first packets do not
+            // wrap: ROC 0 at the receiver's first guess.
+            index: u64::from(rand::random::<u16>() & 0x7fff),
+            first: true,
+        });
+    }
+    // Invariant: set just above.
+    let d = v.direct.as_mut().expect("direct stream");
+    let len = RTP_HEADER_LEN + frame.len();
+    if len + crate::net::srtp::TAG_LEN > buf.len() {
+        return None;
+    }
+    write_rtp_header(buf, d.first, d.pt, d.index as u16, rtp_time, d.ssrc);
+    buf[RTP_HEADER_LEN..len].copy_from_slice(frame);
+    let n = sender.protect(buf, len, RTP_HEADER_LEN, (d.index >> 16) as u32)?;
+    d.index += 1;
+    d.first = false;
+    tx.send(source, destination, &buf[..n]);
+    Some(n)
 }

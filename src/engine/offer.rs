@@ -234,6 +234,7 @@ pub fn accept_with_video(
         },
     );
     let mut rtc = builder.build(now);
+    let srtp_keys = crate::net::dtls::take_last_srtp_keys();
     for addr in candidates {
         let c = Candidate::host(*addr, "udp")
             .map_err(|e| OfferError::Unusable(format!("candidate {addr}: {e}")))?;
@@ -246,6 +247,10 @@ pub fn accept_with_video(
     let answer = ensure_stereo(&answer.to_sdp_string());
     check_answer(&answer, role)?;
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    if let (Role::Viewer, Some(keys)) = (role, &srtp_keys) {
+        // For the `direct` fan-out, claimed by the TX thread that takes the viewer.
+        crate::net::dtls::register_srtp_keys(&local_ufrag, keys);
+    }
     Ok(Negotiated {
         rtc,
         answer,

@@ -125,7 +125,7 @@ impl TxThread {
         };
         match fanout {
             Fanout::Naive => worker.run(&mut NaiveSender::new(socket)),
-            Fanout::Batched => {
+            Fanout::Batched | Fanout::Direct => {
                 let metrics = worker.metrics.clone();
                 worker.run(&mut BatchSender::new(socket, metrics))
             }

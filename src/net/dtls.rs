@@ -13,7 +13,9 @@
 //! Not fixed here: GStreamer 1.22's webrtcbin has an RSA certificate, and dimpl's DTLS
 //! server asks only for ECDSA client certificates, so that needs a change in dimpl itself.
 
-use std::sync::{Arc, OnceLock};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use dimpl::crypto::{HashAlgorithm, SignatureAlgorithm};
@@ -24,6 +26,8 @@ use str0m::crypto::dtls::{
 use str0m::crypto::{CryptoError, CryptoProvider};
 use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::Decode;
+
+use crate::net::srtp::SrtpSender;
 
 /// id-ecPublicKey (RFC 5480).
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -214,12 +218,56 @@ impl DtlsProvider for Dtls {
                 )))
             }
         };
-        Ok(Box::new(Session(dtls)))
+        let keys = SrtpKeys::default();
+        LAST_KEYS.with(|k| *k.borrow_mut() = Some(keys.clone()));
+        Ok(Box::new(Session(dtls, keys)))
     }
 }
 
-/// One DTLS session: dimpl's, as str0m's trait asks.
-struct Session(dimpl::Dtls);
+/// Our sending half of a session's SRTP (GCM profiles only), filled in when its DTLS
+/// handshake exports the keying material; read by the `direct` fan-out
+/// ([`crate::config::Fanout::Direct`]). Stays empty for AES-CM sessions.
+pub type SrtpKeys = Arc<OnceLock<SrtpSender>>;
+
+thread_local! {
+    /// The keys of the DTLS session this thread created last: str0m creates an `Rtc`'s
+    /// DTLS session inside `RtcConfig::build`, so right after a build this is that `Rtc`'s.
+    static LAST_KEYS: RefCell<Option<SrtpKeys>> = const { RefCell::new(None) };
+}
+
+/// The keys of the `Rtc` this thread built last (see [`SrtpKeys`]); call right after
+/// building it.
+pub fn take_last_srtp_keys() -> Option<SrtpKeys> {
+    LAST_KEYS.with(|k| k.borrow_mut().take())
+}
+
+/// Viewers' keys between signalling (which builds the `Rtc`) and the TX thread (which
+/// takes it), by local ICE ufrag. Weak: an `Rtc` dropped before it reached a TX thread
+/// leaves a dead entry, pruned as the map grows.
+static PENDING: Mutex<Option<PendingKeys>> = Mutex::new(None);
+
+/// The keys by ufrag, and the size at which to prune dead entries next.
+type PendingKeys = (HashMap<String, Weak<OnceLock<SrtpSender>>>, usize);
+
+/// Files the keys of the viewer `Rtc` whose local ICE ufrag is `ufrag`.
+pub fn register_srtp_keys(ufrag: &str, keys: &SrtpKeys) {
+    let mut guard = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let (map, prune_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
+    map.insert(ufrag.to_string(), Arc::downgrade(keys));
+    if map.len() >= *prune_at {
+        map.retain(|_, w| w.strong_count() > 0);
+        *prune_at = (map.len() * 2).max(64);
+    }
+}
+
+/// Takes the keys filed for the `Rtc` with local ICE ufrag `ufrag`.
+pub fn claim_srtp_keys(ufrag: &str) -> Option<SrtpKeys> {
+    let mut guard = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_mut()?.0.remove(ufrag)?.upgrade()
+}
+
+/// One DTLS session: dimpl's, as str0m's trait asks, keeping our SRTP sending keys.
+struct Session(dimpl::Dtls, SrtpKeys);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,7 +283,15 @@ impl DtlsInstance for Session {
         self.0.handle_packet(packet)
     }
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let out = self.0.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(km, profile) = &out {
+            // str0m takes the client half when active (RFC 5764 §4.2); so do we.
+            if let Some(sender) = SrtpSender::from_keying_material(km, *profile, self.0.is_active())
+            {
+                let _ = self.1.set(sender);
+            }
+        }
+        out
     }
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
         self.0.handle_timeout(now)

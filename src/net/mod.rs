@@ -9,6 +9,7 @@ pub mod dtls;
 pub mod rx;
 pub mod send;
 pub mod socket;
+pub mod srtp;
 pub mod stun;
 
 use std::net::SocketAddr;
