@@ -134,8 +134,14 @@ impl Fixture {
                 offer::accept(&offer_sdp.to_sdp_string(), Role::Viewer, &[server], now).unwrap();
             let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
-            f.egress
-                .add_viewer(now, key(i), negotiated.rtc, "live", &mut wire);
+            f.egress.add_viewer(
+                now,
+                key(i),
+                negotiated.rtc,
+                negotiated.srtp_keys,
+                "live",
+                &mut wire,
+            );
             f.clients.push(Client {
                 rtc,
                 timeout: now,

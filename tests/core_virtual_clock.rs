@@ -87,7 +87,14 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
         now: Some(now),
         ..Default::default()
     };
-    egress.add_viewer(now, 1, negotiated.rtc, "live", &mut wire);
+    egress.add_viewer(
+        now,
+        1,
+        negotiated.rtc,
+        negotiated.srtp_keys,
+        "live",
+        &mut wire,
+    );
 
     let mut client_side = ClientSide {
         decoder: Decoder::new().unwrap(),

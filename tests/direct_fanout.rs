@@ -102,7 +102,14 @@ fn run(mode: Fanout, viewers: usize, video_first: bool) -> Vec<Client> {
         .unwrap();
         let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        egress.add_viewer(now, i as u64 + 1, negotiated.rtc, "live", &mut wire);
+        egress.add_viewer(
+            now,
+            i as u64 + 1,
+            negotiated.rtc,
+            negotiated.srtp_keys,
+            "live",
+            &mut wire,
+        );
         let mut c = Client {
             addr,
             rtc,

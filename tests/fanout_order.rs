@@ -85,8 +85,14 @@ impl Net {
             rtc.sdp_api().accept_answer(pending, answer).unwrap();
             // Keys out of order, so that an order by key would differ from the viewers'.
             let key = (VIEWERS - i) as u64 * 7;
-            net.egress
-                .add_viewer(now, key, negotiated.rtc, "live", &mut wire);
+            net.egress.add_viewer(
+                now,
+                key,
+                negotiated.rtc,
+                negotiated.srtp_keys,
+                "live",
+                &mut wire,
+            );
             net.clients.push(Client {
                 rtc,
                 timeout: now,

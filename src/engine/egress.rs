@@ -457,6 +457,7 @@ impl Egress {
         now: Instant,
         key: PeerKey,
         rtc: Rtc,
+        srtp_keys: Option<SrtpKeys>,
         stream: &str,
         tx: &mut impl Transmitter,
     ) {
@@ -469,9 +470,6 @@ impl Egress {
             return;
         };
         let idx = self.viewers.len();
-        let mut rtc = rtc;
-        let srtp_keys =
-            crate::net::dtls::claim_srtp_keys(&rtc.direct_api().local_ice_credentials().ufrag);
         self.viewers.push(Viewer {
             key,
             rtc,

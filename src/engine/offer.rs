@@ -51,6 +51,9 @@ pub struct Negotiated {
     pub local_ufrag: String,
     /// The `Rtc` is an ICE-lite agent (see [`needs_ice_lite`]).
     pub ice_lite: bool,
+    /// The `Rtc`'s SRTP sending keys, filled in by its DTLS handshake: a viewer's go to
+    /// its TX thread with it, for the `direct` fan-out.
+    pub srtp_keys: Option<crate::net::dtls::SrtpKeys>,
 }
 
 /// Whether the offer comes from FFmpeg's WHIP muxer, which needs us to be ICE-lite.
@@ -247,15 +250,12 @@ pub fn accept_with_video(
     let answer = ensure_stereo(&answer.to_sdp_string());
     check_answer(&answer, role)?;
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-    if let (Role::Viewer, Some(keys)) = (role, &srtp_keys) {
-        // For the `direct` fan-out, claimed by the TX thread that takes the viewer.
-        crate::net::dtls::register_srtp_keys(&local_ufrag, keys);
-    }
     Ok(Negotiated {
         rtc,
         answer,
         local_ufrag,
         ice_lite,
+        srtp_keys,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::engine::egress::{Egress, PublisherOptions};
 use crate::engine::PeerKey;
 use crate::metrics::Metrics;
 use crate::net::batch::BatchSender;
+use crate::net::dtls::SrtpKeys;
 use crate::net::send::{NaiveSender, Outbox};
 use crate::net::{DemuxCommand, OwnerQueueRx};
 use crate::sessions::Sessions;
@@ -33,6 +34,8 @@ pub enum TxCommand {
         key: PeerKey,
         /// Its `Rtc`, fresh from `accept_offer`.
         rtc: Box<Rtc>,
+        /// Its SRTP keys, for the `direct` fan-out ([`crate::engine::offer::Negotiated`]).
+        srtp_keys: Option<SrtpKeys>,
         /// The stream it watches.
         stream: String,
     },
@@ -150,9 +153,14 @@ impl Worker {
             let now = Instant::now();
             loop {
                 match self.commands.try_recv() {
-                    Ok(TxCommand::AddViewer { key, rtc, stream }) => {
-                        self.egress.add_viewer(now, key, *rtc, &stream, tx)
-                    }
+                    Ok(TxCommand::AddViewer {
+                        key,
+                        rtc,
+                        srtp_keys,
+                        stream,
+                    }) => self
+                        .egress
+                        .add_viewer(now, key, *rtc, srtp_keys, &stream, tx),
                     Ok(TxCommand::AddPublisher {
                         key,
                         rtc,

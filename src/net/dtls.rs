@@ -14,8 +14,7 @@
 //! server asks only for ECDSA client certificates, so that needs a change in dimpl itself.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use dimpl::crypto::{HashAlgorithm, SignatureAlgorithm};
@@ -239,31 +238,6 @@ thread_local! {
 /// building it.
 pub fn take_last_srtp_keys() -> Option<SrtpKeys> {
     LAST_KEYS.with(|k| k.borrow_mut().take())
-}
-
-/// Viewers' keys between signalling (which builds the `Rtc`) and the TX thread (which
-/// takes it), by local ICE ufrag. Weak: an `Rtc` dropped before it reached a TX thread
-/// leaves a dead entry, pruned as the map grows.
-static PENDING: Mutex<Option<PendingKeys>> = Mutex::new(None);
-
-/// The keys by ufrag, and the size at which to prune dead entries next.
-type PendingKeys = (HashMap<String, Weak<OnceLock<SrtpSender>>>, usize);
-
-/// Files the keys of the viewer `Rtc` whose local ICE ufrag is `ufrag`.
-pub fn register_srtp_keys(ufrag: &str, keys: &SrtpKeys) {
-    let mut guard = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    let (map, prune_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
-    map.insert(ufrag.to_string(), Arc::downgrade(keys));
-    if map.len() >= *prune_at {
-        map.retain(|_, w| w.strong_count() > 0);
-        *prune_at = (map.len() * 2).max(64);
-    }
-}
-
-/// Takes the keys filed for the `Rtc` with local ICE ufrag `ufrag`.
-pub fn claim_srtp_keys(ufrag: &str) -> Option<SrtpKeys> {
-    let mut guard = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    guard.as_mut()?.0.remove(ufrag)?.upgrade()
 }
 
 /// One DTLS session: dimpl's, as str0m's trait asks, keeping our SRTP sending keys.

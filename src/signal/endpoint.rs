@@ -221,6 +221,7 @@ async fn create(
         Role::Viewer => TxCommand::AddViewer {
             key,
             rtc,
+            srtp_keys: negotiated.srtp_keys,
             stream: stream.clone(),
         },
         Role::Publisher => {

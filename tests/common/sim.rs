@@ -391,7 +391,14 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
             };
             egress.add_publisher(now, setup.key, negotiated.rtc, setup.stream, options, wire);
         }
-        Role::Viewer => egress.add_viewer(now, setup.key, negotiated.rtc, setup.stream, wire),
+        Role::Viewer => egress.add_viewer(
+            now,
+            setup.key,
+            negotiated.rtc,
+            negotiated.srtp_keys,
+            setup.stream,
+            wire,
+        ),
     }
     let mut peer = Peer {
         key: setup.key,
