@@ -23,12 +23,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
+use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
-
-/// The payload type we offer for Opus (the one browsers, OBS and FFmpeg use).
-const PT_OPUS: u8 = 111;
 
 /// What to publish and how.
 pub struct PublishOptions {
@@ -139,20 +136,7 @@ impl Publisher {
             Encoder::new(opts.bitrate).map_err(|e| ClientError::Rtc(format!("encoder: {e}")))?;
         let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0))?;
         let mut builder = Rtc::builder().clear_codecs();
-        builder.codec_config().add_config(
-            PT_OPUS.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                stereo: Some(true),
-                sprop_stereo: Some(true),
-                ..Default::default()
-            },
-        );
+        crate::engine::offer::add_stereo_opus(&mut builder);
         if opts.video {
             builder = builder.enable_vp8(true).enable_h264(true);
         }

@@ -78,6 +78,25 @@ pub const VIEWER_STATS_INTERVAL: std::time::Duration = std::time::Duration::from
 /// Our Opus payload type in answers when the offer does not dictate one.
 const PT_OPUS: u8 = 111;
 
+/// Adds our Opus: 48 kHz stereo (`stereo=1; sprop-stereo=1`), in-band FEC, 10 ms minimum
+/// packet time. Shared by the server's answers and our own clients' offers.
+pub fn add_stereo_opus(builder: &mut str0m::RtcConfig) {
+    builder.codec_config().add_config(
+        PT_OPUS.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            stereo: Some(true),
+            sprop_stereo: Some(true),
+            ..Default::default()
+        },
+    );
+}
+
 /// Checks the offer's shape against RFC 9725 / WHEP: at most one audio and one video
 /// m-section, and an audio section that offers Opus.
 fn check_shape(sdp: &str, role: Role) -> Result<(), OfferError> {
@@ -222,20 +241,7 @@ pub fn accept_with_video(
         // does the reordering and concealment.
         builder = builder.set_reordering_size_audio(0);
     }
-    builder.codec_config().add_config(
-        PT_OPUS.into(),
-        None,
-        Codec::Opus,
-        Frequency::FORTY_EIGHT_KHZ,
-        Some(2),
-        FormatParams {
-            min_p_time: Some(10),
-            use_inband_fec: Some(true),
-            stereo: Some(true),
-            sprop_stereo: Some(true),
-            ..Default::default()
-        },
-    );
+    add_stereo_opus(&mut builder);
     let mut rtc = builder.build(now);
     let srtp_keys = crate::net::dtls::take_last_srtp_keys();
     for addr in candidates {
