@@ -18,6 +18,9 @@ pub const DEFAULT_HTTP_PORT: u16 = 8889;
 pub const DEFAULT_UDP_PORT: u16 = 8189;
 /// The default cap on viewers.
 pub const DEFAULT_MAX_VIEWERS: usize = 10_000;
+
+/// Most TX threads `--tx-threads` takes.
+pub const MAX_TX_THREADS: usize = 64;
 /// The default Opus bitrate of a mix, bits per second.
 pub const DEFAULT_BITRATE: u32 = 128_000;
 /// The default cap on WHIP publishers (each costs a decoder and a jitter buffer per tick).
@@ -238,6 +241,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// How datagrams are sent.
     pub fanout: Fanout,
+    /// TX threads: the first mixes and serves viewers, the others serve audio-only viewers
+    /// with its frames.
+    pub tx_threads: usize,
 }
 
 impl Config {
@@ -260,6 +266,7 @@ impl Config {
             max_publishers: DEFAULT_MAX_PUBLISHERS,
             auth: AuthConfig::default(),
             fanout: Fanout::default(),
+            tx_threads: 1,
         }
     }
 }
@@ -281,6 +288,7 @@ struct FileConfig {
     read_tokens: Vec<Secret>,
     allow_public_publish: Option<bool>,
     fanout: Option<Fanout>,
+    tx_threads: Option<usize>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -409,6 +417,15 @@ pub struct ServeArgs {
     /// [default: direct].
     #[arg(long, env = "MIXCAST_FANOUT", value_enum, value_name = "MODE")]
     pub fanout: Option<Fanout>,
+
+    /// TX threads sending to viewers (1 to 64). The first mixes and encodes every stream
+    /// and serves publishers, viewers of video and its share of audio-only viewers; each
+    /// other thread serves a share of the audio-only viewers with the first one's frames.
+    /// New viewers go to the thread with the fewest. More than one helps when one core
+    /// cannot send to every listener in time; keep it below the number of cores
+    /// [default: 1].
+    #[arg(long, env = "MIXCAST_TX_THREADS", value_name = "N")]
+    pub tx_threads: Option<usize>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -571,6 +588,12 @@ impl ServeArgs {
                 "max_viewers must be at least 1".into(),
             ));
         }
+        let tx_threads = self.tx_threads.or(file.tx_threads).unwrap_or(1);
+        if !(1..=MAX_TX_THREADS).contains(&tx_threads) {
+            return Err(ConfigError::Invalid(format!(
+                "tx_threads {tx_threads}: takes 1 to {MAX_TX_THREADS}"
+            )));
+        }
         let bitrate = self.bitrate.or(file.bitrate).unwrap_or(DEFAULT_BITRATE);
         if !(6_000..=510_000).contains(&bitrate) {
             return Err(ConfigError::Invalid(format!(
@@ -607,6 +630,7 @@ impl ServeArgs {
             max_publishers,
             auth,
             fanout: self.fanout.or(file.fanout).unwrap_or_default(),
+            tx_threads,
         })
     }
 }

@@ -92,10 +92,13 @@ pub struct Metrics {
     pub udp_unrouted: AtomicU64,
     /// Datagrams dropped because an owner's queue was full.
     pub udp_queue_full: AtomicU64,
-    /// How late each TX tick started after its deadline.
+    /// How late each TX tick started after its deadline (every TX thread's ticks: on a
+    /// thread that does not mix, from the deadline of the mixing thread's tick).
     pub tick_lateness: Histogram,
-    /// How long each tick's mix, encode and fan-out took.
+    /// How long each tick's mix, encode and fan-out took (every TX thread's ticks).
     pub fanout: Histogram,
+    /// Ticks a TX thread that does not mix never got: its queue of ticks was full.
+    pub tx_frames_dropped: AtomicU64,
     /// Datagrams the batched sender dropped: the kernel had no room after a few short
     /// waits, or refused that one (`net::batch`).
     pub udp_send_dropped: AtomicU64,
@@ -257,14 +260,19 @@ impl Metrics {
         self.tick_lateness.render(
             &mut out,
             "mixcast_tx_tick_lateness_seconds",
-            "How late each 20 ms TX tick started after its deadline.",
+            "How late each 20 ms TX tick started after its deadline (every TX thread).",
         );
         self.fanout.render(
             &mut out,
             "mixcast_tx_fanout_seconds",
-            "Time per tick to mix, encode once and send to every viewer.",
+            "Time per tick to mix, encode once and send to every viewer (per TX thread).",
         );
         for (name, help, v) in [
+            (
+                "mixcast_tx_frames_dropped_total",
+                "Ticks a TX thread that does not mix missed because it was too far behind.",
+                &self.tx_frames_dropped,
+            ),
             (
                 "mixcast_udp_send_dropped_total",
                 "Datagrams the batched sender dropped (no room in the kernel, or refused).",

@@ -2,9 +2,11 @@
 //! and HTTP signalling on a tokio runtime of its own.
 //!
 //! ```text
-//!  HTTP (axum) ──TxCommand──► TX thread (Egress: mixers, encoder, viewers' Rtc) ──► UDP send
+//!  HTTP (axum) ──TxCommand──► TX thread 0 (Egress: mixers, encoder, peers' Rtc) ──► UDP send
+//!      │          │                ▲      │ each tick's frames (SPSC ring, Arc)
+//!      │          └──TxCommand──► TX threads 1.. (Egress::mirror: viewers' Rtc) ──► UDP send
 //!      │                          ▲
-//!      └──DemuxCommand──► RX thread ──Datagram ring──┘   (one UDP port for every peer)
+//!      └──DemuxCommand──► RX thread ──Datagram ring per TX thread (one UDP port for every peer)
 //! ```
 
 use std::net::{SocketAddr, TcpListener};
@@ -18,11 +20,11 @@ use crate::engine::egress::{Egress, StreamMix};
 use crate::media::mixer::Mixer;
 use crate::media::opus::Encoder;
 use crate::media::sources;
-use crate::media::tx::{TxCommand, TxThread, TX_COMMAND_CAPACITY};
+use crate::media::tx::{frames_queue, FramesTx, TxCommand, TxRole, TxThread, TX_COMMAND_CAPACITY};
 use crate::metrics::Metrics;
 use crate::net::{owner_queue, rx, socket};
 use crate::sessions::Sessions;
-use crate::signal::{self, AppState, Shared, TxHandle};
+use crate::signal::{self, AppState, Shared, TxHandle, TxThreads};
 use crate::streams::StreamDirectory;
 
 /// Routing updates queued for the RX thread (one per session start, restart and end).
@@ -56,7 +58,7 @@ pub struct Server {
     udp_addr: SocketAddr,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
-    tx: TxHandle,
+    tx: Vec<TxHandle>,
     stop_rx: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     http_stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -104,12 +106,49 @@ impl Server {
         let http_addr = http.local_addr()?;
 
         let (demux_tx, demux_rx) = crossbeam_channel::bounded(DEMUX_COMMAND_CAPACITY);
+        let threads = config.tx_threads.max(1);
+        let load: Arc<[std::sync::atomic::AtomicUsize]> = (0..threads)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        // Threads 1.. first: the mixing thread needs their handles to feed them.
+        let mut fed = Vec::new();
+        let mut others = Vec::new();
+        for index in 1..threads {
+            let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
+            let (queue_tx, queue_rx) = owner_queue();
+            let (frames_tx, frames_rx) = frames_queue();
+            let mut egress = Egress::mirror(directory.clone(), metrics.clone());
+            egress.set_fanout(config.fanout);
+            let thread = TxThread {
+                index,
+                role: TxRole::Fed { frames: frames_rx },
+                load: load.clone(),
+                egress,
+                socket: udp.try_clone()?,
+                datagrams: queue_rx,
+                commands: cmd_rx,
+                demux: demux_tx.clone(),
+                sessions: sessions.clone(),
+                metrics: metrics.clone(),
+                fanout: config.fanout,
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("mixcast-tx{index}"))
+                .spawn(move || thread.run())?;
+            others.push(FramesTx {
+                ring: frames_tx,
+                thread: join.thread().clone(),
+            });
+            fed.push((cmd_tx, queue_tx, join));
+        }
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
         let (queue_tx, queue_rx) = owner_queue();
-
         let mut egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
         egress.set_fanout(config.fanout);
         let tx_thread = TxThread {
+            index: 0,
+            role: TxRole::Mixing { others },
+            load: load.clone(),
             egress,
             socket: udp.try_clone()?,
             datagrams: queue_rx,
@@ -122,16 +161,28 @@ impl Server {
         let tx_join = std::thread::Builder::new()
             .name("mixcast-tx".into())
             .spawn(move || tx_thread.run())?;
-        let tx = TxHandle {
+        let mut handles = vec![TxHandle {
             commands: cmd_tx,
             thread: tx_join.thread().clone(),
-        };
+        }];
+        let mut owners = vec![rx::Owner {
+            queue: queue_tx,
+            thread: tx_join.thread().clone(),
+        }];
+        let mut joins = vec![tx_join];
+        for (commands, queue, join) in fed {
+            handles.push(TxHandle {
+                commands,
+                thread: join.thread().clone(),
+            });
+            owners.push(rx::Owner {
+                queue,
+                thread: join.thread().clone(),
+            });
+            joins.push(join);
+        }
 
         let stop_rx = Arc::new(AtomicBool::new(false));
-        let owners = vec![rx::Owner {
-            queue: queue_tx,
-            thread: tx.thread.clone(),
-        }];
         let rx_join = {
             let (metrics, stop) = (metrics.clone(), stop_rx.clone());
             std::thread::Builder::new()
@@ -148,7 +199,10 @@ impl Server {
             max_publishers: config.max_publishers,
             sessions: sessions.clone(),
             metrics: metrics.clone(),
-            tx: tx.clone(),
+            tx: TxThreads {
+                handles: handles.clone(),
+                load,
+            },
             demux: demux_tx,
             next_key: AtomicU64::new(1),
         }));
@@ -224,7 +278,12 @@ impl Server {
             let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
             tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
         }
-        tracing::info!("fan-out: {:?}", config.fanout);
+        tracing::info!(
+            "fan-out: {:?}, {} TX thread{}",
+            config.fanout,
+            threads,
+            if threads == 1 { "" } else { "s" }
+        );
         log_publish_rule(&config);
 
         Ok(Server {
@@ -232,9 +291,12 @@ impl Server {
             udp_addr,
             sessions,
             metrics,
-            tx,
+            tx: handles,
             stop_rx,
-            threads: vec![tx_join, rx_join],
+            threads: {
+                joins.push(rx_join);
+                joins
+            },
             http_stop: Some(http_stop),
             runtime: Some(runtime),
         })
@@ -298,7 +360,9 @@ impl Server {
             let _ = s.send(());
         }
         // A full queue still sees the disconnect: the TX thread exits when the channel closes.
-        self.tx.send(TxCommand::Shutdown);
+        for tx in &self.tx {
+            tx.send(TxCommand::Shutdown);
+        }
         self.stop_rx.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             while !t.is_finished() && started.elapsed() < SHUTDOWN_GRACE {

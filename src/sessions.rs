@@ -21,6 +21,8 @@ pub struct SessionEntry {
     pub etag: String,
     /// The client's current ICE ufrag, to tell trickle from ICE restart.
     pub remote_ufrag: Option<String>,
+    /// The TX thread that owns it.
+    pub owner: usize,
 }
 
 /// Ended sessions remembered so that a late DELETE (a player that closed its connection

@@ -14,7 +14,7 @@ use mixcast::media::tx::TxCommand;
 use mixcast::metrics::Metrics;
 use mixcast::net::DemuxCommand;
 use mixcast::sessions::Sessions;
-use mixcast::signal::{app, AppState, Shared, TxHandle};
+use mixcast::signal::{app, AppState, Shared, TxHandle, TxThreads};
 use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, IceCreds, Rtc};
@@ -46,10 +46,10 @@ fn harness(max_viewers: usize) -> Harness {
         max_viewers,
         sessions: Arc::new(Sessions::default()),
         metrics: Arc::new(Metrics::default()),
-        tx: TxHandle {
+        tx: TxThreads::one(TxHandle {
             commands: cmd_tx,
             thread: std::thread::current(),
-        },
+        }),
         demux,
         next_key: AtomicU64::new(1),
     }));

@@ -15,7 +15,41 @@ const WINDOW: Duration = Duration::from_secs(5);
 
 #[test]
 fn two_hundred_viewers_lose_nothing() {
-    let server = Server::start(Config::loopback_ephemeral()).expect("server starts on loopback");
+    run_short(Config::loopback_ephemeral());
+}
+
+/// The same with two TX threads: the second serves its share of the viewers with the
+/// frames the first one mixes, and every viewer hears every packet.
+#[test]
+fn two_tx_threads_lose_nothing() {
+    let report_threads = run_short(Config {
+        tx_threads: 2,
+        ..Config::loopback_ephemeral()
+    });
+    let viewers = |t: usize| {
+        report_threads
+            .iter()
+            .find(|(thread, _)| *thread == t)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    // Spread by signalling to the thread with fewer viewers: an even split, give or take
+    // the viewers whose end was being counted at the time.
+    assert_eq!(
+        viewers(0) + viewers(1),
+        VIEWERS as u64,
+        "{report_threads:?}"
+    );
+    assert!(
+        viewers(0).abs_diff(viewers(1)) <= 2,
+        "viewers per TX thread: {report_threads:?}"
+    );
+}
+
+/// Runs the short load against a server started with `config`; returns the viewers each
+/// TX thread owned at the end of the window (`mixcast_tx_thread_viewers`).
+fn run_short(config: Config) -> Vec<(usize, u64)> {
+    let server = Server::start(config).expect("server starts on loopback");
     let url = format!("http://{}/live/whep", server.http_addr());
     let mut opts = LoadOptions::new(url, VIEWERS, RAMP_PER_SECOND, WINDOW);
     // The server is in this process: its CPU and RSS are not separable; /metrics still is.
@@ -25,6 +59,7 @@ fn two_hundred_viewers_lose_nothing() {
     let stop = AtomicBool::new(false);
     let report = load::run(&opts, &stop).expect("the load runs");
     println!("{}", load::table(&[&report]));
+    let threads = thread_viewers(&format!("http://{}/metrics", server.http_addr()));
     server.shutdown();
 
     assert_eq!(report.failed, 0, "failed sessions: {:?}", report.failures);
@@ -53,4 +88,22 @@ fn two_hundred_viewers_lose_nothing() {
             v.window_received
         );
     }
+    threads
+}
+
+/// `mixcast_tx_thread_viewers{thread="i"} n` lines of the server's metrics.
+fn thread_viewers(url: &str) -> Vec<(usize, u64)> {
+    let text = ureq::get(url)
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("mixcast_tx_thread_viewers{thread=\"")?;
+            let (thread, rest) = rest.split_once("\"} ")?;
+            Some((thread.parse().ok()?, rest.trim().parse().ok()?))
+        })
+        .collect()
 }

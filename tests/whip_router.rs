@@ -18,7 +18,7 @@ use mixcast::metrics::Metrics;
 use mixcast::net::DemuxCommand;
 use mixcast::sessions::Sessions;
 use mixcast::signal::auth::Secret;
-use mixcast::signal::{app, AppState, Shared, TxHandle};
+use mixcast::signal::{app, AppState, Shared, TxHandle, TxThreads};
 use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
@@ -45,10 +45,10 @@ fn harness(auth: AuthConfig, max_publishers: usize) -> Harness {
         max_publishers,
         sessions: Arc::new(Sessions::default()),
         metrics: Arc::new(Metrics::default()),
-        tx: TxHandle {
+        tx: TxThreads::one(TxHandle {
             commands: cmd_tx,
             thread: std::thread::current(),
-        },
+        }),
         demux,
         next_key: AtomicU64::new(1),
     }));

@@ -63,11 +63,18 @@ pub const LAYER_CLEAN_LOSS: f32 = 0.02;
 const CONSENT_BY_MEDIA_AFTER: Duration = Duration::from_secs(4);
 
 /// A stream as the TX thread sees it: its mix, its encoder, its media clock.
+///
+/// On a TX thread other than the mixing one (see [`Egress::mirror`]) a stream is a mirror:
+/// no encoder and an empty mixer; its frame comes from the mixing thread each tick
+/// ([`Egress::take_frames`]).
 pub struct StreamMix {
     /// The stream's name.
-    pub name: String,
+    pub name: Arc<str>,
     mixer: Mixer,
-    encoder: Encoder,
+    /// None on a mirror.
+    encoder: Option<Encoder>,
+    /// When a mirror last got a frame from the mixing thread.
+    last_fed: Option<Instant>,
     /// RTP time (48 kHz) of the next frame.
     media_time: u64,
     /// The wallclock this tick's frame is written with: the tick time, or, when the
@@ -97,9 +104,10 @@ impl StreamMix {
     /// A stream playing `mixer`, encoded at `bitrate` (0: the codec default).
     pub fn new(name: String, mixer: Mixer, encoder: Encoder) -> StreamMix {
         StreamMix {
-            name,
+            name: name.into(),
             mixer,
-            encoder,
+            encoder: Some(encoder),
+            last_fed: None,
             media_time: 0,
             wallclock: None,
             pcm: Box::new([0.0; FRAME_LEN]),
@@ -119,6 +127,28 @@ impl StreamMix {
     pub fn on_demand(mut self) -> StreamMix {
         self.configured = false;
         self
+    }
+
+    /// A mirror of the mixing thread's stream `name`, fed since `now`.
+    fn mirror(name: &str, now: Instant) -> StreamMix {
+        StreamMix {
+            name: name.into(),
+            mixer: Mixer::new(),
+            encoder: None,
+            last_fed: Some(now),
+            media_time: 0,
+            wallclock: None,
+            pcm: Box::new([0.0; FRAME_LEN]),
+            packet: Vec::new(),
+            frame: None,
+            configured: false,
+            publishers: 0,
+            empty_since: None,
+            video_policy: VideoSource::None,
+            video_source: None,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+        }
     }
 
     /// A viewer's video loss over the last stats interval: may move it to another layer
@@ -344,6 +374,35 @@ pub struct Ended {
     pub reason: EndReason,
 }
 
+/// One tick's encoded frames, from the mixing TX thread to the others
+/// ([`Egress::tick_frames`], [`Egress::take_frames`]).
+#[derive(Debug)]
+pub struct TickFrames {
+    /// The deadline of the tick that made them: the other threads' lateness is measured
+    /// from it.
+    pub deadline: Instant,
+    /// One entry per stream.
+    pub streams: Vec<StreamFrame>,
+}
+
+/// One stream's frame in [`TickFrames`].
+#[derive(Debug)]
+pub struct StreamFrame {
+    /// The stream.
+    pub name: Arc<str>,
+    /// The encoded Opus frame (None: the encoder failed this tick).
+    pub frame: Option<Arc<[u8]>>,
+    /// Its RTP time (48 kHz).
+    pub media_time: u64,
+    /// The wallclock viewers' `Rtc`s write it with (see [`StreamMix`]).
+    pub wallclock: Option<Instant>,
+}
+
+/// A mirror stream that got no frame from the mixing thread for this long has ended there:
+/// its viewers end too. The mixing thread sends every stream's frame every 20 ms while the
+/// stream exists.
+pub const MIRROR_GRACE: Duration = Duration::from_secs(2);
+
 /// The engine of one TX thread: its streams and their peers.
 pub struct Egress {
     /// Stream slots; a viewer's or publisher's `stream` indexes this. Freed slots are
@@ -371,6 +430,8 @@ pub struct Egress {
     direct: bool,
     /// Room to build one direct datagram.
     direct_buf: Vec<u8>,
+    /// A TX thread that does not mix: its streams are mirrors (see [`Egress::mirror`]).
+    mirror: bool,
 }
 
 impl Egress {
@@ -385,7 +446,7 @@ impl Egress {
         let by_name = streams
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
+            .map(|(i, s)| (s.name.to_string(), i))
             .collect();
         for s in &streams {
             directory.set_video_source(&s.name, s.video_policy);
@@ -405,7 +466,20 @@ impl Egress {
             release_in_tick: true,
             direct: true,
             direct_buf: vec![0; crate::net::MAX_DATAGRAM],
+            mirror: false,
         }
+    }
+
+    /// An engine for a TX thread that does not mix: it owns viewers only, and each tick's
+    /// frames come from the mixing thread's [`Egress::tick_frames`] through
+    /// [`Egress::take_frames`]. Its streams are mirrors, made when a viewer or a frame
+    /// first names them and ended [`MIRROR_GRACE`] after their last frame; it never
+    /// touches the stream directory. Viewers of video stay on the mixing thread (video
+    /// frames are not mirrored).
+    pub fn mirror(directory: Arc<StreamDirectory>, metrics: Arc<Metrics>) -> Egress {
+        let mut e = Egress::new(Vec::new(), directory, 0, metrics);
+        e.mirror = true;
+        e
     }
 
     /// How [`Egress::tick`] hands the frame to each viewer's `Rtc`.
@@ -461,7 +535,12 @@ impl Egress {
         stream: &str,
         tx: &mut impl Transmitter,
     ) {
-        let Some(stream) = self.stream_index(stream) else {
+        let found = if self.mirror {
+            Some(self.ensure_mirror(stream, now))
+        } else {
+            self.stream_index(stream)
+        };
+        let Some(stream) = found else {
             tracing::debug!(key, stream, "viewer of a stream that just ended");
             self.ended.push(Ended {
                 key,
@@ -564,6 +643,31 @@ impl Egress {
         self.drain(idx, now, tx);
     }
 
+    /// The slot of mirror stream `name`, created (fed since `now`) if it does not exist.
+    fn ensure_mirror(&mut self, name: &str, now: Instant) -> usize {
+        if let Some(i) = self.stream_index(name) {
+            return i;
+        }
+        self.insert_stream(StreamMix::mirror(name, now))
+    }
+
+    /// Puts `mix` in a free slot.
+    fn insert_stream(&mut self, mix: StreamMix) -> usize {
+        let name = mix.name.to_string();
+        let slot = match self.streams.iter().position(Option::is_none) {
+            Some(free) => {
+                self.streams[free] = Some(mix);
+                free
+            }
+            None => {
+                self.streams.push(Some(mix));
+                self.streams.len() - 1
+            }
+        };
+        self.by_name.insert(name, slot);
+        slot
+    }
+
     /// The slot of stream `name`, created (on demand, empty) if it does not exist.
     fn ensure_stream(&mut self, name: &str) -> Option<usize> {
         if let Some(i) = self.stream_index(name) {
@@ -577,17 +681,7 @@ impl Egress {
             }
         };
         let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
-        let slot = match self.streams.iter().position(Option::is_none) {
-            Some(free) => {
-                self.streams[free] = Some(mix);
-                free
-            }
-            None => {
-                self.streams.push(Some(mix));
-                self.streams.len() - 1
-            }
-        };
-        self.by_name.insert(name.to_string(), slot);
+        let slot = self.insert_stream(mix);
         self.directory.ensure(name);
         tracing::info!(stream = name, "stream created by a publisher");
         Some(slot)
@@ -912,9 +1006,19 @@ impl Egress {
     /// connected viewer of the stream; end peers that never connected and publishers that
     /// stopped sending; remove on-demand streams left without inputs.
     pub fn tick(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        self.encode(now);
+        self.fan_out(now, tx);
+    }
+
+    /// The first half of [`Egress::tick`]: mixes and encodes each stream's frame for this
+    /// tick (a mirror's streams keep the frame [`Egress::take_frames`] gave them).
+    pub fn encode(&mut self, now: Instant) {
         for s in self.streams.iter_mut().flatten() {
+            let Some(encoder) = &mut s.encoder else {
+                continue;
+            };
             s.mixer.mix_at(&mut s.pcm, now);
-            s.frame = match s.encoder.encode(&s.pcm, &mut s.packet) {
+            s.frame = match encoder.encode(&s.pcm, &mut s.packet) {
                 Ok(n) => Some(Arc::from(&s.packet[..n])),
                 Err(e) => {
                     tracing::warn!(stream = %s.name, "encode failed: {e}");
@@ -923,6 +1027,46 @@ impl Egress {
             };
         }
         self.sync_wallclocks(now);
+    }
+
+    /// This tick's frames (after [`Egress::encode`]), for the TX threads that do not mix.
+    pub fn tick_frames(&self, deadline: Instant) -> TickFrames {
+        TickFrames {
+            deadline,
+            streams: self
+                .streams
+                .iter()
+                .flatten()
+                .map(|s| StreamFrame {
+                    name: s.name.clone(),
+                    frame: s.frame.clone(),
+                    media_time: s.media_time,
+                    wallclock: s.wallclock,
+                })
+                .collect(),
+        }
+    }
+
+    /// On a mirror ([`Egress::mirror`]): takes the mixing thread's frames for this tick,
+    /// making the streams it has not seen. A stream missing from `frames` sends nothing.
+    pub fn take_frames(&mut self, frames: &TickFrames, now: Instant) {
+        for s in self.streams.iter_mut().flatten() {
+            s.frame = None;
+        }
+        for f in &frames.streams {
+            let slot = self.ensure_mirror(&f.name, now);
+            let s = self.stream_mut(slot);
+            s.frame = f.frame.clone();
+            s.media_time = f.media_time;
+            s.wallclock = f.wallclock;
+            s.last_fed = Some(now);
+        }
+    }
+
+    /// The second half of [`Egress::tick`]: sends this tick's frame to every connected
+    /// viewer, ends peers that never connected and publishers that stopped sending, removes
+    /// streams that ended.
+    pub fn fan_out(&mut self, now: Instant, tx: &mut impl Transmitter) {
         let mut idx = 0;
         while idx < self.viewers.len() {
             let v = &mut self.viewers[idx];
@@ -1014,6 +1158,9 @@ impl Egress {
     fn expire_streams(&mut self, now: Instant) {
         for slot in 0..self.streams.len() {
             let expired = match &mut self.streams[slot] {
+                Some(s) if s.encoder.is_none() => s
+                    .last_fed
+                    .is_some_and(|t| now.saturating_duration_since(t) >= MIRROR_GRACE),
                 Some(s) if !s.configured && s.publishers == 0 && s.mixer.is_empty() => {
                     let since = *s.empty_since.get_or_insert(now);
                     now.saturating_duration_since(since) >= STREAM_GRACE
@@ -1037,9 +1184,13 @@ impl Egress {
                 self.end(key, EndReason::StreamEnded);
             }
             if let Some(s) = self.streams[slot].take() {
-                self.by_name.remove(&s.name);
-                self.directory.remove(&s.name);
-                tracing::info!(stream = %s.name, "stream removed: no input for {STREAM_GRACE:?}");
+                self.by_name.remove(&*s.name);
+                if self.mirror {
+                    tracing::debug!(stream = %s.name, "mirror stream removed: no frame for {MIRROR_GRACE:?}");
+                } else {
+                    self.directory.remove(&s.name);
+                    tracing::info!(stream = %s.name, "stream removed: no input for {STREAM_GRACE:?}");
+                }
             }
         }
     }

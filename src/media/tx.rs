@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ringbuf::traits::Consumer;
+use ringbuf::traits::{Consumer, Producer};
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::FRAME_DURATION;
 use crate::config::Fanout;
-use crate::engine::egress::{Egress, PublisherOptions};
+use crate::engine::egress::{Egress, PublisherOptions, TickFrames};
 use crate::engine::PeerKey;
 use crate::metrics::Metrics;
 use crate::net::batch::BatchSender;
@@ -81,12 +81,62 @@ pub enum TxCommand {
 /// latency (tens of µs on an idle Linux box, more under load).
 const SPIN_MARGIN: Duration = Duration::from_micros(1000);
 
+/// A fed TX thread (see [`TxRole::Fed`]) with no timer due parks at most this long between
+/// frames (it is unparked by each frame, datagram and command).
+const FED_PARK_MAX: Duration = Duration::from_millis(100);
+
 /// When a tick is this late (the machine stalled), skip the missed frames instead of
 /// sending a burst.
 const MAX_CATCH_UP: Duration = Duration::from_millis(200);
 
+/// The mixing thread's side of a link to another TX thread: each tick's frames.
+pub struct FramesTx {
+    /// The ring the frames go into.
+    pub ring: FramesProd,
+    /// The thread, unparked after each push.
+    pub thread: std::thread::Thread,
+}
+
+/// Ticks a TX thread that does not mix may have waiting. Each holds a reference to the
+/// tick's frames, not the frames: a thread this far behind drops ticks (counted in
+/// `mixcast_tx_frames_dropped_total`) rather than sending a burst later.
+pub const FRAMES_QUEUE_CAPACITY: usize = 8;
+
+/// Producer half of a frames ring.
+pub type FramesProd = ringbuf::HeapProd<Arc<TickFrames>>;
+/// Consumer half of a frames ring.
+pub type FramesCons = ringbuf::HeapCons<Arc<TickFrames>>;
+
+/// Makes one frames ring.
+pub fn frames_queue() -> (FramesProd, FramesCons) {
+    use ringbuf::traits::Split;
+    ringbuf::HeapRb::<Arc<TickFrames>>::new(FRAMES_QUEUE_CAPACITY).split()
+}
+
+/// What a TX thread does besides serving its own peers.
+pub enum TxRole {
+    /// It mixes and encodes on its 20 ms clock, and hands each tick's frames to the other
+    /// TX threads (none with `--tx-threads 1`).
+    Mixing {
+        /// The other TX threads.
+        others: Vec<FramesTx>,
+    },
+    /// It ticks when the mixing thread's frames arrive (its `Egress` is a mirror).
+    Fed {
+        /// Where the frames arrive.
+        frames: FramesCons,
+    },
+}
+
 /// Everything a TX thread owns.
 pub struct TxThread {
+    /// Its index among the TX threads (0 mixes).
+    pub index: usize,
+    /// Mixing or fed.
+    pub role: TxRole,
+    /// Viewers per TX thread, which signalling balances: this thread decrements its own
+    /// entry when a viewer ends.
+    pub load: Arc<[std::sync::atomic::AtomicUsize]>,
     /// The engine.
     pub egress: Egress,
     /// The socket to send on (a clone of the one the RX thread reads).
@@ -109,6 +159,9 @@ impl TxThread {
     /// Runs until a `Shutdown` command or until the command channel closes.
     pub fn run(self) {
         let TxThread {
+            index,
+            role,
+            load,
             egress,
             socket,
             datagrams,
@@ -119,6 +172,9 @@ impl TxThread {
             fanout,
         } = self;
         let mut worker = Worker {
+            index,
+            role,
+            load,
             egress,
             datagrams,
             commands,
@@ -138,6 +194,9 @@ impl TxThread {
 
 /// A TX thread's state, apart from how it sends.
 struct Worker {
+    index: usize,
+    role: TxRole,
+    load: Arc<[std::sync::atomic::AtomicUsize]>,
     egress: Egress,
     datagrams: OwnerQueueRx,
     commands: Receiver<TxCommand>,
@@ -193,6 +252,29 @@ impl Worker {
             self.egress.handle_timeouts(now, tx);
             tx.flush();
 
+            if let TxRole::Fed { frames } = &mut self.role {
+                // Every tick that arrived, in order: a late thread catches up, within the
+                // ring's few ticks.
+                while let Some(f) = frames.try_pop() {
+                    self.metrics
+                        .tick_lateness
+                        .observe(now.saturating_duration_since(f.deadline));
+                    self.egress.take_frames(&f, now);
+                    self.egress.fan_out(now, tx);
+                    self.egress.handle_timeouts(now, tx);
+                    tx.flush();
+                    self.metrics.fanout.observe(now.elapsed());
+                }
+                self.reap();
+                let now = Instant::now();
+                match self.egress.next_timeout() {
+                    Some(t) if t <= now => {}
+                    Some(t) => std::thread::park_timeout((t - now).min(FED_PARK_MAX)),
+                    None => std::thread::park_timeout(FED_PARK_MAX),
+                }
+                continue;
+            }
+
             if now >= deadline {
                 let late = now - deadline;
                 self.metrics.tick_lateness.observe(late);
@@ -201,7 +283,23 @@ impl Worker {
                     tracing::warn!("TX thread stalled {late:?}: skipping {missed} frames");
                     deadline += FRAME_DURATION * missed as u32;
                 }
-                self.egress.tick(now, tx);
+                self.egress.encode(now);
+                if let TxRole::Mixing { others } = &mut self.role {
+                    if !others.is_empty() {
+                        // Shared by reference: the other threads start their fan-out now,
+                        // in parallel with ours.
+                        let frames = Arc::new(self.egress.tick_frames(deadline));
+                        for o in others.iter_mut() {
+                            if o.ring.try_push(frames.clone()).is_err() {
+                                self.metrics
+                                    .tx_frames_dropped
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            o.thread.unpark();
+                        }
+                    }
+                }
+                self.egress.fan_out(now, tx);
                 // The naive path's packets leave on the timeouts the tick's writes set for
                 // `now`: send them here, so that the fan-out time covers them in both modes.
                 self.egress.handle_timeouts(now, tx);
@@ -238,7 +336,10 @@ impl Worker {
             let _ = self
                 .demux
                 .try_send(DemuxCommand::Unregister { key: ended.key });
-            self.sessions.remove_key(ended.key);
+            let entry = self.sessions.remove_key(ended.key);
+            if entry.is_some_and(|e| e.role == crate::engine::offer::Role::Viewer) {
+                self.load[self.index].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

@@ -56,8 +56,26 @@ pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /metrics`
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.0.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = state.0.metrics.render();
+        render_tx_load(&state.0.tx, &mut text);
+        text
+    })
+}
+
+/// `mixcast_tx_thread_viewers{thread="i"}`: how signalling has spread the viewers.
+fn render_tx_load(tx: &super::TxThreads, out: &mut String) {
+    use std::fmt::Write;
+    let name = "mixcast_tx_thread_viewers";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Viewers owned by each TX thread (0 mixes).\n# TYPE {name} gauge"
+    );
+    for (i, n) in tx.load.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}{{thread=\"{i}\"}} {}",
+            n.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
 }

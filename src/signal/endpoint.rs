@@ -197,15 +197,35 @@ async fn create(
     let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);
     let id = random_id();
     let etag = new_etag();
-    state
+    // Publishers feed the mix on the mixing thread (0); viewers are spread.
+    let owner = match role {
+        Role::Viewer => state
+            .0
+            .tx
+            .place_viewer(answer_has_video(&negotiated.answer)),
+        Role::Publisher => 0,
+    };
+    let unplace = || {
+        if role == Role::Viewer {
+            state.0.tx.unplace_viewer(owner);
+        }
+    };
+    if state
         .0
         .demux
         .try_send(DemuxCommand::Register {
             ufrag: negotiated.local_ufrag.clone(),
             key,
-            owner: 0,
+            owner,
         })
-        .map_err(|_| ApiError::Overloaded("the UDP loop is busy".into(), RETRY_AFTER_FULL))?;
+        .is_err()
+    {
+        unplace();
+        return Err(ApiError::Overloaded(
+            "the UDP loop is busy".into(),
+            RETRY_AFTER_FULL,
+        ));
+    }
     state.0.sessions.insert(
         id.clone(),
         SessionEntry {
@@ -214,6 +234,7 @@ async fn create(
             role,
             etag: etag.clone(),
             remote_ufrag: sdp_ufrag(offer),
+            owner,
         },
     );
     let rtc = Box::new(negotiated.rtc);
@@ -240,7 +261,8 @@ async fn create(
             }
         }
     };
-    if !state.0.tx.send(command) {
+    if !state.0.tx.send(owner, command) {
+        unplace();
         state.0.sessions.remove_key(key);
         let _ = state.0.demux.try_send(DemuxCommand::Unregister { key });
         return Err(ApiError::Overloaded(
@@ -279,4 +301,28 @@ async fn create(
     );
     add_ice_links(state, &mut h);
     Ok((StatusCode::CREATED, h, negotiated.answer).into_response())
+}
+
+/// Whether an answer accepts video: an `m=video` line with a port other than 0.
+fn answer_has_video(answer: &str) -> bool {
+    answer.lines().any(|l| {
+        l.strip_prefix("m=video ")
+            .and_then(|rest| rest.split(' ').next())
+            .is_some_and(|port| port != "0")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn answer_has_video() {
+        use super::answer_has_video as f;
+        assert!(f(
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!f(
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!f("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+    }
 }

@@ -11,7 +11,7 @@ pub mod error;
 pub mod session;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
@@ -47,6 +47,50 @@ impl TxHandle {
     }
 }
 
+/// The TX threads as signalling reaches them. Thread 0 mixes: publishers and viewers
+/// of video go there; audio-only viewers go to the thread with the fewest viewers.
+pub struct TxThreads {
+    /// One per thread, by index.
+    pub handles: Vec<TxHandle>,
+    /// Viewers per thread: incremented here when one is handed over, decremented by the
+    /// thread when it ends.
+    pub load: Arc<[AtomicUsize]>,
+}
+
+impl TxThreads {
+    /// One TX thread (which mixes).
+    pub fn one(handle: TxHandle) -> TxThreads {
+        TxThreads {
+            handles: vec![handle],
+            load: Arc::new([AtomicUsize::new(0)]),
+        }
+    }
+
+    /// The thread a new viewer goes to: the mixing thread for a viewer of video (video is
+    /// forwarded there only), else the one with the fewest viewers. Counts it there.
+    pub fn place_viewer(&self, takes_video: bool) -> usize {
+        let owner = if takes_video {
+            0
+        } else {
+            (0..self.load.len())
+                .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+                .unwrap_or(0)
+        };
+        self.load[owner].fetch_add(1, Ordering::Relaxed);
+        owner
+    }
+
+    /// Undoes [`TxThreads::place_viewer`] for a viewer that never reached its thread.
+    pub fn unplace_viewer(&self, owner: usize) {
+        self.load[owner].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sends `cmd` to thread `owner` (see [`TxHandle::send`]).
+    pub fn send(&self, owner: usize, cmd: TxCommand) -> bool {
+        self.handles.get(owner).is_some_and(|h| h.send(cmd))
+    }
+}
+
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(pub Arc<Shared>);
@@ -69,8 +113,8 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The TX thread that owns viewers.
-    pub tx: TxHandle,
+    /// The TX threads, which own the sessions.
+    pub tx: TxThreads,
     /// Routing updates for the RX thread.
     pub demux: Sender<DemuxCommand>,
     /// The next session key.

@@ -72,7 +72,11 @@ async fn delete(
         Err(_) if state.0.sessions.recently_ended(&id, &stream) => return Ok(StatusCode::OK),
         Err(e) => return Err(e),
     };
-    if !state.0.tx.send(TxCommand::RemoveViewer { key: entry.key }) {
+    if !state
+        .0
+        .tx
+        .send(entry.owner, TxCommand::RemoveViewer { key: entry.key })
+    {
         return Err(ApiError::Overloaded("the TX thread is busy".into(), 1));
     }
     tracing::debug!(stream, key = entry.key, "session deleted");
@@ -159,10 +163,13 @@ async fn patch(
         // Candidates we cannot use (mDNS names, TCP, garbage) are dropped silently.
         match Candidate::from_sdp_string(c) {
             Ok(candidate) => {
-                state.0.tx.send(TxCommand::RemoteCandidate {
-                    key: entry.key,
-                    candidate,
-                });
+                state.0.tx.send(
+                    entry.owner,
+                    TxCommand::RemoteCandidate {
+                        key: entry.key,
+                        candidate,
+                    },
+                );
             }
             Err(e) => tracing::debug!("trickled candidate ignored ({e}): {c}"),
         }
@@ -179,11 +186,14 @@ async fn ice_restart(
 ) -> Result<Response, ApiError> {
     let remote_ufrag = remote.ufrag.clone();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    if !state.0.tx.send(TxCommand::IceRestart {
-        key: entry.key,
-        remote,
-        reply,
-    }) {
+    if !state.0.tx.send(
+        entry.owner,
+        TxCommand::IceRestart {
+            key: entry.key,
+            remote,
+            reply,
+        },
+    ) {
         return Err(ApiError::Overloaded("the TX thread is busy".into(), 1));
     }
     let local = answer
@@ -194,14 +204,17 @@ async fn ice_restart(
     let _ = state.0.demux.try_send(DemuxCommand::Register {
         ufrag: local.ufrag.clone(),
         key: entry.key,
-        owner: 0,
+        owner: entry.owner,
     });
     for c in &frag.candidates {
         if let Ok(candidate) = Candidate::from_sdp_string(c) {
-            state.0.tx.send(TxCommand::RemoteCandidate {
-                key: entry.key,
-                candidate,
-            });
+            state.0.tx.send(
+                entry.owner,
+                TxCommand::RemoteCandidate {
+                    key: entry.key,
+                    candidate,
+                },
+            );
         }
     }
     let etag = new_etag();
