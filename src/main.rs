@@ -55,6 +55,19 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         println!("{config:#?}");
+        // Open every source as start-up would: a missing or undecodable file fails here.
+        let mut bad = 0;
+        for s in &config.streams {
+            for input in &s.sources {
+                if let Err(e) = mixcast::media::sources::open(&input.spec) {
+                    eprintln!("mixcast: stream {}: {e}", s.name);
+                    bad += 1;
+                }
+            }
+        }
+        if bad > 0 {
+            return ExitCode::from(2);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

@@ -399,7 +399,7 @@ fn log_publish_rule(config: &Config) {
         }
     } else if !auth.publish.any() {
         tracing::info!(
-            "publishing (WHIP) is open to clients on this machine only; set --publish-token              to let others publish"
+            "publishing (WHIP) is open to clients on this machine only; set --publish-token to let others publish"
         );
     }
 }

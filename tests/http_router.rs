@@ -178,9 +178,10 @@ async fn options_get_head() {
     .await;
     assert!(res.status().is_success());
     assert_eq!(hdr(&res, "accept-post"), Some("application/sdp"));
-    assert!(hdr(&res, "access-control-allow-methods")
-        .unwrap()
-        .contains("POST"));
+    let methods = hdr(&res, "access-control-allow-methods").unwrap();
+    for m in ["POST", "PATCH", "DELETE", "OPTIONS"] {
+        assert!(methods.contains(m), "{m} in {methods}");
+    }
     assert_eq!(hdr(&res, "access-control-allow-origin"), Some("*"));
     assert!(hdr(&res, "access-control-expose-headers")
         .unwrap()
@@ -265,6 +266,26 @@ async fn delete_and_patch() {
         "{body}"
     );
     assert!(body.contains("a=candidate:"), "{body}");
+
+    // The quoted form `If-Match: "*"`, as the WHIP/WHEP texts write it, restarts too.
+    let again = frag
+        .replace("{U}", "newV")
+        .replace("{P}", "otherpasswordotherpass12");
+    let commands = h.commands.clone();
+    let tx_double = std::thread::spawn(move || {
+        // Past the candidates the first restart trickled.
+        while let Ok(c) = commands.recv_timeout(std::time::Duration::from_secs(5)) {
+            if let TxCommand::IceRestart { reply, remote, .. } = c {
+                assert_eq!(remote.ufrag, "newV");
+                let _ = reply.send(Some(IceCreds::new()));
+                break;
+            }
+        }
+    });
+    let res = send(&r, patch(ct, Some("\"*\""), again)).await;
+    tx_double.join().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_ne!(hdr(&res, "etag").unwrap(), new_etag);
 
     let del = |uri: &str| Request::delete(uri).body(Body::empty()).unwrap();
     assert_eq!(send(&r, del(&loc)).await.status(), StatusCode::OK);

@@ -77,6 +77,13 @@ pub async fn whip_get(Path(stream): Path<String>) -> Result<StatusCode, ApiError
 pub async fn options(State(state): State<AppState>, req: HeaderMap) -> Response {
     let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let h = options_headers(&state, "GET, HEAD, POST, OPTIONS", preflight);
+    // CORS lists the session's methods too: MediaMTX as a client trickles only when the
+    // endpoint's `Access-Control-Allow-Methods` names PATCH (WHIP-WHEP.md).
+    let mut h = h;
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, PATCH, DELETE, OPTIONS"),
+    );
     (StatusCode::NO_CONTENT, h).into_response()
 }
 

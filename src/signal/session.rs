@@ -136,6 +136,8 @@ async fn patch(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .ok_or(ApiError::PreconditionRequired)?;
+    // `*` as HTTP writes it (RFC 9110), or quoted as the WHIP/WHEP texts show it.
+    let if_match = if if_match == "\"*\"" { "*" } else { if_match };
     let body = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the sdpfrag is not UTF-8".into()))?;
     let frag = parse_sdpfrag(body);

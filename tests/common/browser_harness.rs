@@ -38,19 +38,27 @@ pub fn fake_devices(wav: Option<&Path>) -> Vec<String> {
     flags
 }
 
-/// The Chromium binary, or None when the test should skip (it prints SKIPPED); panics
-/// instead when `MIXCAST_REQUIRE_BROWSER=1`.
+/// The Chromium binary, or None when the test should skip (it prints SKIPPED past the
+/// test harness's capture, so a plain `cargo test` shows it); panics instead when
+/// `MIXCAST_REQUIRE_BROWSER=1` or `CI` is set (not empty, `false` or `0`).
 pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
     if let Some(binary) = chromium::find_binary() {
         return Some(binary);
     }
-    if std::env::var("MIXCAST_REQUIRE_BROWSER").as_deref() == Ok("1") {
+    let ci = std::env::var("CI").unwrap_or_default();
+    let ci = !ci.is_empty() && ci != "false" && ci != "0";
+    if ci || std::env::var("MIXCAST_REQUIRE_BROWSER").as_deref() == Ok("1") {
         panic!(
-            "{test}: MIXCAST_REQUIRE_BROWSER=1 but no Chromium found \
-             (set CHROMIUM or install /usr/bin/chromium)"
+            "{test}: a browser is required (CI or MIXCAST_REQUIRE_BROWSER=1) but no Chromium \
+             was found (set CHROMIUM or install /usr/bin/chromium)"
         );
     }
-    eprintln!("{test}: SKIPPED, no Chromium (set CHROMIUM or install /usr/bin/chromium)");
+    // Straight to the process's stderr: `eprintln!` would be captured and hidden.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED, no Chromium (set CHROMIUM or install /usr/bin/chromium)"
+    );
     None
 }
 

@@ -83,7 +83,12 @@ pub fn unavailable(test: &str, why: &str) {
     if interop_required() {
         panic!("{test}: interop required (CI or MIXCAST_REQUIRE_INTEROP=1) but {why}");
     }
-    eprintln!("{test}: SKIPPED, {why} (set MIXCAST_REQUIRE_INTEROP=1 to make this a failure)");
+    // Straight to the process's stderr: `eprintln!` would be captured and hidden.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED, {why} (set MIXCAST_REQUIRE_INTEROP=1 to make this a failure)"
+    );
 }
 
 /// A Python, or why none could be had.

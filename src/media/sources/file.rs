@@ -605,7 +605,12 @@ mod tests {
                 panic!("{tool} is needed by this test under CI: {e}")
             }
             Err(e) => {
-                eprintln!("SKIPPED: {tool} not available ({e}); install flac, lame, vorbis-tools");
+                // Past the test harness's capture, so that a plain `cargo test` shows it.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: {tool} not available ({e}); install flac, lame, vorbis-tools"
+                );
                 false
             }
         }
