@@ -8,6 +8,10 @@
 //! is freed, wherever that happens. Zones: the server `Rtc` built by `offer::accept`, the
 //! engine while adding the viewer, while connecting, in steady state, the RX demux table,
 //! the session table; the clients and the simulated wire are tracked apart and left out.
+//! What C code (aws-lc: SRTP and DTLS keys) allocates with `malloc` directly is found with
+//! glibc's `mallinfo2` around each call into the server, minus our own blocks; glibc's
+//! per-thread cache would blur that, so the program runs itself again with it off
+//! (`GLIBC_TUNABLES=glibc.malloc.tcache_count=0`).
 //!
 //! ```text
 //! cargo run --release --example viewer_memory -- 500 10
@@ -157,7 +161,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe {
             let zone = zone_of(ptr);
             maybe_trace(zone, new_size);
-            let new = alloc_in(zone, Layout::from_size_align_unchecked(new_size, layout.align()));
+            let new = alloc_in(
+                zone,
+                Layout::from_size_align_unchecked(new_size, layout.align()),
+            );
             if !new.is_null() {
                 std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 self.dealloc(ptr, layout);
@@ -359,7 +366,9 @@ impl Sim {
             if let Some(p) = self.wire.in_flight.front() {
                 next = next.min(p.0);
             }
-            self.now = next.max(now + Duration::from_micros(50)).min(until.max(now));
+            self.now = next
+                .max(now + Duration::from_micros(50))
+                .min(until.max(now));
             if self.now == now {
                 break;
             }
@@ -372,11 +381,31 @@ fn per_viewer(bytes: isize, n: usize) -> String {
 }
 
 fn main() {
+    const TUNABLES: &str = "GLIBC_TUNABLES";
+    if std::env::var_os(TUNABLES).is_none() {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().expect("own path");
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(TUNABLES, "glibc.malloc.tcache_count=0")
+            .exec();
+        panic!("could not run again without glibc's tcache: {err}");
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(500);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let top = args.iter().any(|a| a == "top");
     let server_addr: SocketAddr = "127.0.0.1:8189".parse().expect("addr");
+
+    let t = Instant::now();
+    let provider = mixcast::net::dtls::crypto_provider();
+    for _ in 0..100 {
+        provider
+            .dtls_provider
+            .generate_certificate()
+            .expect("certificate");
+    }
+    let cert_us = t.elapsed().as_secs_f64() * 1e6 / 100.0;
 
     let start = Instant::now();
     let mut mixer = Mixer::new();
@@ -403,6 +432,7 @@ fn main() {
     sim.run(start + FRAME_DURATION * 2, OTHER);
 
     let base: Vec<isize> = (0..ZONES).map(live).collect();
+    let mut accept_time = Duration::ZERO;
     for i in 0..n {
         let now = sim.now;
         let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
@@ -415,7 +445,10 @@ fn main() {
             (offer.to_sdp_string(), pending, rtc)
         });
         let negotiated = server(ACCEPT, || {
-            offer::accept(&offer_sdp, Role::Viewer, &[server_addr], now).expect("answer")
+            let t = Instant::now();
+            let n = offer::accept(&offer_sdp, Role::Viewer, &[server_addr], now).expect("answer");
+            accept_time += t.elapsed();
+            n
         });
         in_zone(CLIENT, || {
             let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer)
@@ -426,10 +459,8 @@ fn main() {
         });
         let key = i as u64 + 1;
         in_zone(DEMUX, || {
-            sim.demux.register(
-                negotiated.local_ufrag.clone(),
-                Route { key, owner: 0 },
-            )
+            sim.demux
+                .register(negotiated.local_ufrag.clone(), Route { key, owner: 0 })
         });
         in_zone(SESSIONS, || {
             sessions.insert(
@@ -443,7 +474,11 @@ fn main() {
                 },
             )
         });
-        let offer::Negotiated { rtc: server_rtc, srtp_keys, .. } = negotiated;
+        let offer::Negotiated {
+            rtc: server_rtc,
+            srtp_keys,
+            ..
+        } = negotiated;
         sim.wire.now = Some(now);
         server(ADD, || {
             sim.egress
@@ -478,6 +513,11 @@ fn main() {
          ({:.1} per viewer per second); wall {:.1?}",
         packets as f64 / n as f64 / seconds as f64,
         start.elapsed()
+    );
+    println!(
+        "offer::accept takes {:.0} µs per viewer, a DTLS certificate {cert_us:.0} µs to make \
+         (wall, with this allocator)",
+        accept_time.as_secs_f64() * 1e6 / n as f64
     );
     println!(
         "size_of::<Rtc>() = {} B (inline in the engine's Vec<Viewer>)",
@@ -526,7 +566,10 @@ fn main() {
                 .filter(|&(_, c)| c as usize >= n / 2)
                 .collect();
             sizes.sort_by_key(|&(s, c)| std::cmp::Reverse(s as i64 * c as i64));
-            println!("\n{}: block sizes with at least n/2 live blocks", ZONE_NAMES[z]);
+            println!(
+                "\n{}: block sizes with at least n/2 live blocks",
+                ZONE_NAMES[z]
+            );
             for (size, count) in sizes.into_iter().take(12) {
                 println!(
                     "  {size:>6} B x {:>5.2} per viewer = {:>6.0} B",
@@ -560,7 +603,9 @@ fn trace_one(zone: usize, size: usize, sim: &mut Sim, server: SocketAddr) {
     });
     in_zone(CLIENT, || {
         let answer = str0m::change::SdpAnswer::from_sdp_string(&negotiated.answer).expect("sdp");
-        rtc.sdp_api().accept_answer(pending, answer).expect("answer");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer");
     });
     let key = 1_000_000 + sim.clients.len() as u64;
     in_zone(DEMUX, || {
