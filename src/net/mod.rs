@@ -20,9 +20,14 @@ use crate::engine::PeerKey;
 /// str0m. WebRTC stays under the path MTU (about 1200 to 1500 bytes).
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// Datagrams one owner thread may have waiting. At 50 packets/s of RTCP and STUN per peer
-/// this absorbs a burst from thousands of peers; when full the RX thread drops and counts.
-pub const OWNER_QUEUE_CAPACITY: usize = 8192;
+/// Datagrams one owner thread may have waiting; when full the RX thread drops and counts
+/// (`mixcast_udp_queue_full_total`). A listener sends about one datagram a second (receiver
+/// reports, consent checks), so 10,000 listeners fill this in 200 ms of a stalled TX
+/// thread; what is dropped then is repeated by its sender (consent is checked every few
+/// seconds). Each slot is a whole [`Datagram`] (2 KiB), resident once the ring has
+/// wrapped: 4.4 MB per TX thread. It was 8,192 slots (17.4 MB), which made a third of
+/// the server's memory at 500 listeners (docs/fanout.md, "Memory per listener").
+pub const OWNER_QUEUE_CAPACITY: usize = 2048;
 
 /// A received datagram on its way to the thread that owns `key`.
 pub struct Datagram {
