@@ -436,14 +436,7 @@ fn main() {
     for i in 0..n {
         let now = sim.now;
         let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
-        let (offer_sdp, pending, mut rtc) = in_zone(CLIENT, || {
-            let mut rtc = Rtc::builder().build(now);
-            rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-            let mut api = rtc.sdp_api();
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-            let (offer, pending) = api.apply().expect("offer");
-            (offer.to_sdp_string(), pending, rtc)
-        });
+        let (offer_sdp, pending, mut rtc) = in_zone(CLIENT, || client_offer(addr, now));
         let negotiated = server(ACCEPT, || {
             let t = Instant::now();
             let n = offer::accept(&offer_sdp, Role::Viewer, &[server_addr], now).expect("answer");
@@ -471,6 +464,7 @@ fn main() {
                     role: Role::Viewer,
                     etag: format!("\"{:016x}\"", key),
                     remote_ufrag: Some(format!("{key:08x}")),
+                    owner: 0,
                 },
             )
         });
@@ -582,6 +576,16 @@ fn main() {
     }
 }
 
+/// A client `Rtc` at `addr` and its audio-only WHEP offer.
+fn client_offer(addr: SocketAddr, now: Instant) -> (String, str0m::change::SdpPendingOffer, Rtc) {
+    let mut rtc = Rtc::builder().build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("offer");
+    (offer.to_sdp_string(), pending, rtc)
+}
+
 /// Prints a backtrace of the next block of `size` allocated in `zone`, by building one
 /// more viewer and connecting it.
 fn trace_one(zone: usize, size: usize, sim: &mut Sim, server: SocketAddr) {
@@ -590,14 +594,7 @@ fn trace_one(zone: usize, size: usize, sim: &mut Sim, server: SocketAddr) {
     TRACE_ZONE.store(zone, Relaxed);
     let now = sim.now;
     let addr = SocketAddr::from(([127, 0, 0, 2], sim.clients.len() as u16));
-    let (offer_sdp, pending, mut rtc) = in_zone(CLIENT, || {
-        let mut rtc = Rtc::builder().build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("offer");
-        (offer.to_sdp_string(), pending, rtc)
-    });
+    let (offer_sdp, pending, mut rtc) = in_zone(CLIENT, || client_offer(addr, now));
     let negotiated = in_zone(ACCEPT, || {
         offer::accept(&offer_sdp, Role::Viewer, &[server], now).expect("answer")
     });

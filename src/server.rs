@@ -110,6 +110,35 @@ impl Server {
         let load: Arc<[std::sync::atomic::AtomicUsize]> = (0..threads)
             .map(|_| std::sync::atomic::AtomicUsize::new(0))
             .collect();
+        // TX thread `index` ("mixcast-tx", then "mixcast-tx1"...), its engine and queues.
+        let spawn_tx = |index: usize,
+                        role: TxRole,
+                        mut egress: Egress,
+                        datagrams,
+                        commands|
+         -> std::io::Result<JoinHandle<()>> {
+            egress.set_fanout(config.fanout);
+            let thread = TxThread {
+                index,
+                role,
+                load: load.clone(),
+                egress,
+                socket: udp.try_clone()?,
+                datagrams,
+                commands,
+                demux: demux_tx.clone(),
+                sessions: sessions.clone(),
+                metrics: metrics.clone(),
+                fanout: config.fanout,
+            };
+            let name = match index {
+                0 => "mixcast-tx".to_string(),
+                i => format!("mixcast-tx{i}"),
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || thread.run())
+        };
         // Threads 1.. first: the mixing thread needs their handles to feed them.
         let mut fed = Vec::new();
         let mut others = Vec::new();
@@ -117,24 +146,9 @@ impl Server {
             let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
             let (queue_tx, queue_rx) = owner_queue();
             let (frames_tx, frames_rx) = frames_queue();
-            let mut egress = Egress::mirror(directory.clone(), metrics.clone());
-            egress.set_fanout(config.fanout);
-            let thread = TxThread {
-                index,
-                role: TxRole::Fed { frames: frames_rx },
-                load: load.clone(),
-                egress,
-                socket: udp.try_clone()?,
-                datagrams: queue_rx,
-                commands: cmd_rx,
-                demux: demux_tx.clone(),
-                sessions: sessions.clone(),
-                metrics: metrics.clone(),
-                fanout: config.fanout,
-            };
-            let join = std::thread::Builder::new()
-                .name(format!("mixcast-tx{index}"))
-                .spawn(move || thread.run())?;
+            let egress = Egress::mirror(directory.clone(), metrics.clone());
+            let role = TxRole::Fed { frames: frames_rx };
+            let join = spawn_tx(index, role, egress, queue_rx, cmd_rx)?;
             others.push(FramesTx {
                 ring: frames_tx,
                 thread: join.thread().clone(),
@@ -143,24 +157,9 @@ impl Server {
         }
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
         let (queue_tx, queue_rx) = owner_queue();
-        let mut egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
-        egress.set_fanout(config.fanout);
-        let tx_thread = TxThread {
-            index: 0,
-            role: TxRole::Mixing { others },
-            load: load.clone(),
-            egress,
-            socket: udp.try_clone()?,
-            datagrams: queue_rx,
-            commands: cmd_rx,
-            demux: demux_tx.clone(),
-            sessions: sessions.clone(),
-            metrics: metrics.clone(),
-            fanout: config.fanout,
-        };
-        let tx_join = std::thread::Builder::new()
-            .name("mixcast-tx".into())
-            .spawn(move || tx_thread.run())?;
+        let egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
+        let role = TxRole::Mixing { others };
+        let tx_join = spawn_tx(0, role, egress, queue_rx, cmd_rx)?;
         let mut handles = vec![TxHandle {
             commands: cmd_tx,
             thread: tx_join.thread().clone(),

@@ -21,7 +21,6 @@ use mixcast::metrics::Metrics;
 use mixcast::streams::StreamDirectory;
 use sim::{new_av_peer, new_peer, run_until, vp8_frame, Peer, Wire};
 use str0m::media::{Direction, MediaKind, MediaTime};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::rtcp::SenderInfo;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -113,16 +112,7 @@ fn ten_seconds_of_the_mix_in_virtual_time() {
         while wire.in_flight.front().is_some_and(|p| p.0 <= now) {
             let (_, src, dst, data) = wire.in_flight.pop_front().unwrap();
             if dst == client_addr {
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: dst,
-                        contents: data.as_slice().try_into().unwrap(),
-                    },
-                );
-                client.handle_input(input).unwrap();
+                sim::receive(&mut client, now, src, dst, &data).unwrap();
                 client_timeout = client_side.drain(&mut client, &mut wire);
             } else {
                 egress.handle_receive(now, 1, src, dst, &data, &mut wire);

@@ -22,7 +22,6 @@ use mixcast::metrics::Metrics;
 use mixcast::streams::StreamDirectory;
 use sim::Wire;
 use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 struct Client {
@@ -141,16 +140,7 @@ fn run(mode: Fanout, viewers: usize, video_first: bool) -> Vec<Client> {
                         c.extended += 1;
                     }
                 }
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: dst,
-                        contents: data.as_slice().try_into().unwrap(),
-                    },
-                );
-                c.rtc.handle_input(input).unwrap();
+                sim::receive(&mut c.rtc, now, src, dst, &data).unwrap();
                 c.drain(&mut wire);
             } else {
                 let key = clients.iter().position(|c| c.addr == src).unwrap() as u64 + 1;

@@ -22,7 +22,6 @@ use mixcast::metrics::Metrics;
 use mixcast::streams::StreamDirectory;
 use sim::{add_peer, Peer, PeerSetup, Wire};
 use str0m::media::Direction;
-use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 /// The two engines and their viewers: `on[i]` is the engine (0 mixes, 1 is the mirror)
@@ -78,16 +77,7 @@ impl Pair {
             while self.wire.in_flight.front().is_some_and(|p| p.0 <= now) {
                 let (_, src, dst, data) = self.wire.in_flight.pop_front().unwrap();
                 if let Some(p) = self.peers.iter_mut().find(|p| p.addr == dst) {
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: src,
-                            destination: dst,
-                            contents: data.as_slice().try_into().unwrap(),
-                        },
-                    );
-                    if p.rtc.handle_input(input).is_ok() {
+                    if sim::receive(&mut p.rtc, now, src, dst, &data).is_ok() {
                         p.drain(&mut self.wire, now);
                     }
                 } else if let Some(i) = self.peers.iter().position(|p| p.addr == src) {

@@ -429,6 +429,26 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
     peer
 }
 
+/// Gives a client's `rtc` the datagram `data` that `source` sent to `destination`, arrived
+/// at `now`: str0m's result.
+pub fn receive(
+    rtc: &mut Rtc,
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+) -> Result<(), str0m::RtcError> {
+    rtc.handle_input(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents: data.try_into().expect("a datagram str0m knows"),
+        },
+    ))
+}
+
 /// Runs the simulation until `until`: delivers datagrams, timeouts, 20 ms ticks, and the
 /// publishers' frames every 20 ms.
 pub fn run_until(
@@ -444,16 +464,7 @@ pub fn run_until(
         while wire.in_flight.front().is_some_and(|p| p.0 <= *now) {
             let (_, src, dst, data) = wire.in_flight.pop_front().unwrap();
             if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
-                let input = Input::Receive(
-                    *now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: src,
-                        destination: dst,
-                        contents: data.as_slice().try_into().unwrap(),
-                    },
-                );
-                if p.rtc.handle_input(input).is_ok() {
+                if receive(&mut p.rtc, *now, src, dst, &data).is_ok() {
                     p.drain(wire, *now);
                 }
             } else if let Some(p) = peers.iter().find(|p| p.addr == src) {
