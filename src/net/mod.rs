@@ -21,13 +21,14 @@ use crate::engine::PeerKey;
 pub const MAX_DATAGRAM: usize = 2048;
 
 /// Datagrams one owner thread may have waiting; when full the RX thread drops and counts
-/// (`mixcast_udp_queue_full_total`). A listener sends about one datagram a second (receiver
-/// reports, consent checks), so 10,000 listeners fill this in 200 ms of a stalled TX
-/// thread; what is dropped then is repeated by its sender (consent is checked every few
-/// seconds). Each slot is a whole [`Datagram`] (2 KiB), resident once the ring has
-/// wrapped: 4.4 MB per TX thread. It was 8,192 slots (17.4 MB), which made a third of
-/// the server's memory at 500 listeners (docs/fanout.md, "Memory per listener").
-pub const OWNER_QUEUE_CAPACITY: usize = 2048;
+/// (`mixcast_udp_queue_full_total`). Each slot is a whole [`Datagram`] (2 KiB), resident
+/// once the ring has wrapped: 17.4 MB per TX thread, the largest fixed cost of the server
+/// (docs/fanout.md, "Memory per listener"). 2,048 slots were tried: 2,000 viewers joining
+/// at 250/s while the TX thread was behind overflowed them (26 datagrams dropped,
+/// handshake packets among them, each a 1 s DTLS resend for its viewer); 8,192 lost none.
+/// A byte ring of variable-length records would keep the depth at a fraction of the
+/// memory; not done yet.
+pub const OWNER_QUEUE_CAPACITY: usize = 8192;
 
 /// A received datagram on its way to the thread that owns `key`.
 pub struct Datagram {
