@@ -312,6 +312,20 @@ struct Sim {
 }
 
 impl Sim {
+    /// Adds a client `Rtc` at `addr` (its answer accepted) and drains it; its memory is
+    /// charged to the clients.
+    fn add_client(&mut self, addr: SocketAddr, rtc: Rtc, now: Instant) {
+        let mut client = Client {
+            rtc,
+            timeout: now,
+            connected: false,
+            packets: 0,
+        };
+        client.drain(&mut self.wire);
+        in_zone(CLIENT, || self.by_addr.insert(addr, self.clients.len()));
+        in_zone(CLIENT, || self.clients.push(client));
+    }
+
     /// Runs until `until`, charging the engine's allocations to `zone`.
     fn run(&mut self, until: Instant, zone: usize) {
         while self.now < until {
@@ -478,15 +492,7 @@ fn main() {
             sim.egress
                 .add_viewer(now, key, server_rtc, srtp_keys, "live", &mut sim.wire)
         });
-        let mut client = Client {
-            rtc,
-            timeout: now,
-            connected: false,
-            packets: 0,
-        };
-        client.drain(&mut sim.wire);
-        in_zone(CLIENT, || sim.by_addr.insert(addr, sim.clients.len()));
-        in_zone(CLIENT, || sim.clients.push(client));
+        sim.add_client(addr, rtc, now);
     }
     let after_add = server_total();
 
@@ -620,15 +626,7 @@ fn trace_one(zone: usize, size: usize, sim: &mut Sim, server: SocketAddr) {
             &mut sim.wire,
         )
     });
-    let mut client = Client {
-        rtc,
-        timeout: now,
-        connected: false,
-        packets: 0,
-    };
-    client.drain(&mut sim.wire);
-    in_zone(CLIENT, || sim.by_addr.insert(addr, sim.clients.len()));
-    in_zone(CLIENT, || sim.clients.push(client));
+    sim.add_client(addr, rtc, now);
     if matches!(zone, CONNECT | STEADY) {
         let until = sim.now + Duration::from_secs(3);
         sim.run(until, CONNECT);
