@@ -233,6 +233,7 @@ async function main() {
   const answer = loopbackOnly(res.text, true);
   if (args.verbose) log(`answer:\n${answer}`);
   opusPt = answerOpusPt(answer) ?? OPUS_PT;
+  const fingerprints = answer.split("\r\n").filter((l) => l.startsWith("a=fingerprint:")).length;
   pc.setRemoteDescription(answer, "answer");
 
   let summary;
@@ -265,7 +266,7 @@ async function main() {
       }
       // Let the last packets and a sender report leave before the DELETE.
       await new Promise((r) => setTimeout(r, 200));
-      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, frames: frames.length, sent, refused, ssrc };
+      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, fingerprints, frames: frames.length, sent, refused, ssrc };
     } else {
       await new Promise((r) => setTimeout(r, args.seconds * 1000));
       const packets = received;
@@ -279,7 +280,7 @@ async function main() {
         parts.push(head, p.payload);
       }
       writeFileSync(args.out, Buffer.concat(parts));
-      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, packets: packets.length, ignored, opus_pt: opusPt };
+      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, fingerprints, packets: packets.length, ignored, opus_pt: opusPt };
     }
   } finally {
     const del = await http("DELETE", session).catch((e) => ({ status: `failed: ${e.message}` }));
