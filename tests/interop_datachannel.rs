@@ -292,10 +292,7 @@ fn publish_and_listen(
                 summary(&report)
             )
         })?;
-    eprintln!(
-        "libdatachannel {version} published {} frames; heard left {left:?}, right {right:?}",
-        sent["sent"]
-    );
+    eprintln!("libdatachannel {version} published: {sent}; heard left {left:?}, right {right:?}");
     // Short: the printed matrix shows a cell's first 48 characters.
     Ok(format!("{PUB_LEFT_HZ}/{PUB_RIGHT_HZ} Hz heard, v{version}"))
 }

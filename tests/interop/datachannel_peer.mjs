@@ -254,19 +254,22 @@ async function main() {
       const start = performance.now();
       let sent = 0;
       let refused = 0;
+      // How late the timer let a frame leave (a live encoder's jitter), for the summary.
+      let maxLateMs = 0;
       for (let i = 0; i < frames.length; i++) {
         // Paced on the wall clock, like a live encoder: frame i leaves at start + 20 ms * i.
         const due = start + i * FRAME_MS;
         const wait = due - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         if (state !== "connected") throw new Error(`peer connection ${state} after ${sent} frames`);
+        maxLateMs = Math.max(maxLateMs, performance.now() - due);
         rtpConfig.timestamp = (rtpConfig.timestamp + (i === 0 ? 0 : SAMPLES_PER_FRAME)) >>> 0;
         if (track.sendMessageBinary(frames[i])) sent += 1;
         else refused += 1;
       }
       // Let the last packets and a sender report leave before the DELETE.
       await new Promise((r) => setTimeout(r, 200));
-      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, fingerprints, frames: frames.length, sent, refused, ssrc };
+      summary = { mode: args.mode, libdatachannel: version, connected_ms: connectedMs, fingerprints, frames: frames.length, sent, refused, ssrc, max_late_ms: Math.round(maxLateMs * 10) / 10 };
     } else {
       await new Promise((r) => setTimeout(r, args.seconds * 1000));
       const packets = received;
