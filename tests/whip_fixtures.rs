@@ -298,8 +298,15 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
         sdp.media
             .iter()
             .map(|m| {
-                let kind = m[0].trim_start_matches("m=").split(' ').next().unwrap_or("");
-                let mid = m.iter().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("");
+                let kind = m[0]
+                    .trim_start_matches("m=")
+                    .split(' ')
+                    .next()
+                    .unwrap_or("");
+                let mid = m
+                    .iter()
+                    .find_map(|l| l.strip_prefix("a=mid:"))
+                    .unwrap_or("");
                 format!("{kind}/{mid}")
             })
             .collect()
@@ -463,7 +470,10 @@ fn gstreamer_unbundled_audio_and_video() {
     let a = Sdp::parse(&answer);
     let audio = a.section("audio").expect("audio");
     // Only the audio transport's candidates: ours, in the audio section.
-    assert!(audio.iter().any(|l| l.starts_with("a=candidate:")), "{answer}");
+    assert!(
+        audio.iter().any(|l| l.starts_with("a=candidate:")),
+        "{answer}"
+    );
 }
 
 #[test]

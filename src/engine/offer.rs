@@ -213,7 +213,10 @@ pub fn accept_with_video(
     let unbundled = super::unbundled::plan(offer)?;
     if let Some(plan) = &unbundled {
         for why in plan.rejected() {
-            tracing::info!(endpoint = role.endpoint(), "offer without BUNDLE: rejected {why}");
+            tracing::info!(
+                endpoint = role.endpoint(),
+                "offer without BUNDLE: rejected {why}"
+            );
         }
         parsed = SdpOffer::from_sdp_string(&plan.offer)
             .map_err(|e| OfferError::Malformed(e.to_string()))?;

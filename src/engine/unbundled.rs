@@ -186,8 +186,7 @@ impl Plan {
         for (i, (m_line, mid)) in self.sections.iter().enumerate() {
             if i == self.served {
                 for line in served {
-                    if self.added_mid && line.strip_prefix("a=mid:") == Some(self.mid.as_str())
-                    {
+                    if self.added_mid && line.strip_prefix("a=mid:") == Some(self.mid.as_str()) {
                         continue;
                     }
                     out.push_str(line);
@@ -243,7 +242,8 @@ mod tests {
 
     #[test]
     fn bundled_offers_are_left_alone() {
-        let offer = "v=0\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let offer =
+            "v=0\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
         assert_eq!(plan(offer).unwrap(), None);
     }
 
@@ -251,11 +251,22 @@ mod tests {
     fn the_audio_section_is_served_under_a_group_of_its_own() {
         let p = plan(TWO).unwrap().expect("a plan");
         assert_eq!(p.served, 1);
-        assert!(p.offer.contains("t=0 0\r\na=group:BUNDLE a\r\nm=audio"), "{}", p.offer);
+        assert!(
+            p.offer.contains("t=0 0\r\na=group:BUNDLE a\r\nm=audio"),
+            "{}",
+            p.offer
+        );
         assert!(!p.offer.contains("m=video") && !p.offer.contains("a=group:LS"));
-        assert!(!p.offer.contains("ice-ufrag:vv"), "no other transport's credentials");
+        assert!(
+            !p.offer.contains("ice-ufrag:vv"),
+            "no other transport's credentials"
+        );
         assert_eq!(p.rejected().len(), 1);
-        assert!(p.rejected()[0].contains("video, mid v"), "{:?}", p.rejected());
+        assert!(
+            p.rejected()[0].contains("video, mid v"),
+            "{:?}",
+            p.rejected()
+        );
     }
 
     #[test]
@@ -276,7 +287,10 @@ mod tests {
         let m: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(
             m,
-            ["m=video 0 UDP/TLS/RTP/SAVPF 96", "m=audio 9 UDP/TLS/RTP/SAVPF 111"]
+            [
+                "m=video 0 UDP/TLS/RTP/SAVPF 96",
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111"
+            ]
         );
         let video = answer.split("m=audio").next().unwrap();
         for want in ["a=mid:v", "a=ice-ufrag:us", "a=setup:active", "a=inactive"] {
@@ -284,16 +298,23 @@ mod tests {
         }
         assert!(!video.contains("a=candidate"), "{answer}");
         assert_eq!(answer.matches("a=candidate").count(), 1);
-        assert!(p.restore("v=0\r\nt=0 0\r\n").is_err(), "str0m answered nothing");
+        assert!(
+            p.restore("v=0\r\nt=0 0\r\n").is_err(),
+            "str0m answered nothing"
+        );
     }
 
     #[test]
     fn a_section_without_mid_gets_none_back() {
         let offer = "v=0\r\nt=0 0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
         let p = plan(offer).unwrap().unwrap();
-        assert!(p.offer.contains("a=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=mid:0\r\n"));
+        assert!(p
+            .offer
+            .contains("a=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=mid:0\r\n"));
         let answer = p
-            .restore("v=0\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=mid:0\r\na=recvonly\r\n")
+            .restore(
+                "v=0\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 X 111\r\na=mid:0\r\na=recvonly\r\n",
+            )
             .unwrap();
         assert_eq!(answer, "v=0\r\nt=0 0\r\nm=audio 9 X 111\r\na=recvonly\r\n");
     }
