@@ -466,7 +466,6 @@ fn gstreamer_unbundled_audio_and_video() {
         "gstreamer_unbundled_av_offer.sdp",
         &fixture("gstreamer_unbundled_av_offer.sdp"),
     );
-    eprintln!("answer:\n{answer}");
     let a = Sdp::parse(&answer);
     let audio = a.section("audio").expect("audio");
     // Only the audio transport's candidates: ours, in the audio section.
@@ -521,6 +520,53 @@ fn the_checks_catch_a_bad_answer() {
             good.replace("a=setup:active", "a=setup:passive"),
         ),
         ("video rejected", good.replace("m=video 9", "m=video 0")),
+    ] {
+        assert!(
+            !answer_problems(&offer, &Sdp::parse(&bad)).is_empty(),
+            "the checks miss: {what}"
+        );
+    }
+}
+
+#[test]
+fn the_checks_catch_a_bad_answer_to_an_unbundled_offer() {
+    let offer_text = fixture("gstreamer_unbundled_av_offer.sdp");
+    let offer = Sdp::parse(&offer_text);
+    let good = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio0\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
+        a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=recvonly\r\na=rtcp-mux\r\n\
+        a=rtpmap:111 opus/48000/2\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:video1\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
+        a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=inactive\r\n";
+    assert_eq!(
+        answer_problems(&offer, &Sdp::parse(good)),
+        Vec::<String>::new()
+    );
+    let swapped = {
+        let (audio, video) = good.split_at(good.find("m=video").unwrap());
+        let (session, audio) = audio.split_at(audio.find("m=audio").unwrap());
+        format!("{session}{video}{audio}")
+    };
+    for (what, bad) in [
+        (
+            "a BUNDLE group",
+            good.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE audio0\r\n"),
+        ),
+        ("video accepted", good.replace("m=video 0", "m=video 9")),
+        ("sections swapped", swapped),
+        ("no mid", good.replace("a=mid:video1\r\n", "")),
+        (
+            "no setup",
+            good.replace("a=setup:active\r\na=inactive", "a=inactive"),
+        ),
+        (
+            "a candidate in the rejected section",
+            good.replace(
+                "a=inactive\r\n",
+                "a=inactive\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n",
+            ),
+        ),
     ] {
         assert!(
             !answer_problems(&offer, &Sdp::parse(&bad)).is_empty(),

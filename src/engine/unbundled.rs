@@ -304,6 +304,50 @@ mod tests {
         );
     }
 
+    /// Real offers (tests/fixtures) through the whole of `offer::accept`.
+    #[test]
+    fn real_offers_get_answers_of_their_shape() {
+        use crate::engine::offer::{accept, Role};
+        let addr: std::net::SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let now = std::time::Instant::now();
+        let swc = include_str!("../../tests/fixtures/simple_whip_client_offer.sdp");
+        let a = accept(swc, Role::Publisher, &[addr], now).unwrap().answer;
+        assert!(!a.contains("a=group:"), "{a}");
+        assert_eq!(a.matches("m=").count(), 1, "{a}");
+        assert!(
+            a.contains("a=mid:audio0") && a.contains("a=recvonly"),
+            "{a}"
+        );
+        assert!(
+            a.contains("a=rtpmap:100 opus/48000/2"),
+            "the offer's PT: {a}"
+        );
+
+        let gst = include_str!("../../tests/fixtures/gstreamer_unbundled_av_offer.sdp");
+        // As a publisher, and as a viewer (the same offer, receiving).
+        for (role, offer, dir) in [
+            (Role::Publisher, gst.to_string(), "a=recvonly"),
+            (
+                Role::Viewer,
+                gst.replace("a=sendonly", "a=recvonly"),
+                "a=sendonly",
+            ),
+        ] {
+            let a = accept(&offer, role, &[addr], now).unwrap().answer;
+            let (audio, video) = a.split_at(a.find("m=video").expect("a video m-line"));
+            assert!(audio.contains("m=audio 9 ") && audio.contains(dir), "{a}");
+            assert!(
+                audio.contains("a=candidate:") && audio.contains("a=mid:audio0"),
+                "{a}"
+            );
+            assert!(
+                video.starts_with("m=video 0 ") && video.contains("a=mid:video1"),
+                "{a}"
+            );
+            assert!(!a.contains("a=group:"), "{a}");
+        }
+    }
+
     #[test]
     fn a_section_without_mid_gets_none_back() {
         let offer = "v=0\r\nt=0 0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n";
