@@ -252,6 +252,10 @@ fn publish_and_listen(exe: &Path, lib: &Path, stream: &str, video: bool) -> Resu
     } else if bundled || m_lines.len() != 1 {
         return Err(format!("an answer to an offer without BUNDLE:\n{answer}"));
     }
+    // whip-client's own view of ICE (its log), to tell an ICE failure from a DTLS one.
+    if !log.contains("[WHIP] ICE connected") && !log.contains("[WHIP] ICE completed") {
+        return Err(format!("whip-client's ICE did not connect:\n{log_tail}"));
+    }
     let (left, right) = tone::check_stereo_tone(&report.pcm, TONE_HZ, TONE_HZ, 2.0)
         .map_err(|e| format!("{e}\nwhip-client ({status}):\n{log_tail}"))?;
     // Its DELETE on SIGINT ends the session.
