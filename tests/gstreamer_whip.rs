@@ -184,8 +184,13 @@ const LIVE_RIGHT_HZ: f32 = 660.0;
 
 /// webrtcbin as a WHEP viewer of `live` (gst_whip.py --viewer: recvonly Opus, decoded by
 /// opusdec to float PCM) for a few seconds; Ok with what it heard per channel, or what went
-/// wrong. `pem`: a certificate for webrtcbin's DTLS instead of its own.
-fn view_live(test: &str, pem: Option<&certs::Pem>) -> Option<Result<String, String>> {
+/// wrong. `pem`: a certificate for webrtcbin's DTLS instead of its own; `args`: more
+/// options for gst_whip.py.
+fn view_live(
+    test: &str,
+    pem: Option<&certs::Pem>,
+    args: &[&str],
+) -> Option<Result<String, String>> {
     const SECONDS: u32 = 4;
     let _serial = serial();
     let exe = gstreamer_ready(test)?;
@@ -199,7 +204,8 @@ fn view_live(test: &str, pem: Option<&certs::Pem>) -> Option<Result<String, Stri
         .arg("--seconds")
         .arg(SECONDS.to_string())
         .arg("--pcm-out")
-        .arg(pcm_file.path());
+        .arg(pcm_file.path())
+        .args(args);
     if let Some(pem) = pem {
         cmd.arg("--pem").arg(&pem.both);
     }
@@ -248,7 +254,7 @@ fn view_live(test: &str, pem: Option<&certs::Pem>) -> Option<Result<String, Stri
 fn gstreamer_webrtcbin_plays_live() {
     let test = "gstreamer_webrtcbin_plays_live";
     // The matrix cell once the check has run (not when GStreamer is missing).
-    let Some(result) = view_live(test, None) else {
+    let Some(result) = view_live(test, None, &[]) else {
         return;
     };
     matrix::cell("gstreamer", "viewer", || result);
@@ -258,7 +264,19 @@ fn gstreamer_webrtcbin_plays_live() {
 fn gstreamer_with_ecdsa_certificate_plays_live() {
     let test = "gstreamer_with_ecdsa_certificate_plays_live";
     let pem = certs::ecdsa_p256("gstreamer-viewer");
-    match view_live(test, Some(&pem)) {
+    match view_live(test, Some(&pem), &[]) {
+        Some(Ok(heard)) => eprintln!("{test}: {heard}"),
+        Some(Err(why)) => panic!("{test}: {why}"),
+        None => {}
+    }
+}
+
+/// A viewer's offer without BUNDLE (`bundle-policy=none`): one audio section, served.
+#[test]
+fn gstreamer_unbundled_viewer_plays_live() {
+    let test = "gstreamer_unbundled_viewer_plays_live";
+    let pem = certs::ecdsa_p256("gstreamer-viewer");
+    match view_live(test, Some(&pem), &["--bundle-policy", "none"]) {
         Some(Ok(heard)) => eprintln!("{test}: {heard}"),
         Some(Err(why)) => panic!("{test}: {why}"),
         None => {}
