@@ -204,6 +204,24 @@ fn logged_answer(log: &str) -> Option<String> {
     Some(sdp)
 }
 
+/// The `video` of `stream` in `GET /api/streams` ("vp8" while a publisher sends VP8).
+fn stream_video(server: &Server, stream: &str) -> Option<String> {
+    let url = format!("http://{}/api/streams", server.http_addr());
+    let body = ureq::get(&url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+    list["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == stream)?["video"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+}
+
 /// whip-client publishes to a fresh server while our viewer listens for 4 s; returns what
 /// was measured, or what went wrong. `video`: whip-client also sends VP8.
 fn publish_and_listen(exe: &Path, lib: &Path, stream: &str, video: bool) -> Result<String, String> {
@@ -223,6 +241,8 @@ fn publish_and_listen(exe: &Path, lib: &Path, stream: &str, video: bool) -> Resu
             decode: true,
         })
     });
+    // While whip-client still sends: the stream's video codec, as the server saw it.
+    let stream_video = video.then(|| stream_video(&server, stream));
     let (status, log) = client.stop();
     let log_tail = python::tail(&log, 60);
     let report = match viewer {
@@ -247,6 +267,12 @@ fn publish_and_listen(exe: &Path, lib: &Path, stream: &str, video: bool) -> Resu
         if !bundled || !video_open || m_lines.len() != 2 {
             return Err(format!(
                 "the answer does not take the bundled video:\n{answer}"
+            ));
+        }
+        let codec = stream_video.flatten();
+        if codec.as_deref() != Some("vp8") {
+            return Err(format!(
+                "the stream's video is {codec:?}, not whip-client's VP8:\n{log_tail}"
             ));
         }
     } else if bundled || m_lines.len() != 1 {
