@@ -257,6 +257,12 @@ impl DtlsInstance for Session {
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        tracing::trace!(len = packet.len(), phase = ?self.phase, "DTLS datagram in");
+        if packet.is_empty() {
+            // str0m hands an empty datagram to start an active session (dimpl's way); we
+            // started at `set_active`, and an empty read would be an EOF to OpenSSL.
+            return Ok(());
+        }
         if !self.stream.get_mut().push_incoming(packet) {
             return Err(DtlsImplError::ReceiveQueueFull);
         }
@@ -426,6 +432,6 @@ fn describe(e: &openssl::ssl::Error) -> String {
     }
     match e.io_error() {
         Some(io) if io.kind() != io::ErrorKind::WouldBlock => io.to_string(),
-        _ => format!("{e}"),
+        _ => format!("{e} (code {:?})", e.code()),
     }
 }

@@ -188,6 +188,19 @@ fn a_p224_client_connects() {
 }
 
 #[test]
+fn an_empty_datagram_does_not_end_the_handshake() {
+    // str0m hands an active session an empty datagram right after `set_active` (found
+    // with FFmpeg 8, whose offer is `setup:passive`: we are its DTLS client).
+    let our_cert = DTLS.generate_certificate().unwrap();
+    let rsa = rsa_cert();
+    let (mut client, mut server) = (ours(&our_cert), ours(&rsa));
+    client.set_active(true);
+    client.handle_packet(&[]).unwrap();
+    let (c, s) = talk(&mut *client, &mut *server);
+    assert_connected(&c, &s, &our_cert, &rsa);
+}
+
+#[test]
 fn as_client_we_connect_to_rsa_and_ecdsa_servers() {
     let our_cert = DTLS.generate_certificate().unwrap();
     let rsa = rsa_cert();
