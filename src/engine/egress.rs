@@ -334,6 +334,8 @@ struct Viewer {
     media_path: Option<(SocketAddr, SocketAddr)>,
     /// Its audio stream when sent by the `direct` fan-out.
     direct: Option<DirectAudio>,
+    /// An ICE restart moving its media to the peer's new ICE generation.
+    restart: Option<super::restart::Restart>,
 }
 
 /// A viewer's audio RTP stream built by the engine itself (the `direct` fan-out): str0m
@@ -565,6 +567,7 @@ impl Egress {
             srtp_keys,
             media_path: None,
             direct: None,
+            restart: None,
         });
         self.index.insert(key, idx);
         self.metrics.viewer_added(&self.stream(stream).name);
@@ -638,6 +641,7 @@ impl Egress {
             srtp_keys: None,
             media_path: None,
             direct: None,
+            restart: None,
         });
         self.index.insert(key, idx);
         self.drain(idx, now, tx);
@@ -739,6 +743,7 @@ impl Egress {
                 p.local_pwd = local.pass.clone();
                 p.last_check = None;
             }
+            v.restart = super::restart::Restart::new(local.ufrag.clone(), v.media_path);
         }
         self.drain(idx, now, tx).then_some(local)
     }
@@ -779,7 +784,18 @@ impl Egress {
                 p.last_check = Some((now, data.to_vec(), source, destination));
             }
         }
-        let alive = self.feed(idx, now, source, destination, data, tx);
+        let mut alive = self.feed(idx, now, source, destination, data, tx);
+        if alive {
+            let v = &mut self.viewers[idx];
+            if let Some(r) = &mut v.restart {
+                if r.first_new_check(source, destination, data) {
+                    // str0m now has a pair of the new generation: the old one can go.
+                    let retired = r.retire(&mut v.rtc);
+                    tracing::debug!(key, %source, retired, "ICE restart: the peer checks from a new address");
+                    alive = self.drain(idx, now, tx);
+                }
+            }
+        }
         self.stun_scratch = scratch;
         self.forward_video(now, tx);
         if !alive {
@@ -1354,6 +1370,18 @@ impl Egress {
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         end = Some(EndReason::IceFailed);
+                    }
+                    Event::IceConnectionStateChange(
+                        IceConnectionState::Connected | IceConnectionState::Completed,
+                    ) => {
+                        // After an ICE restart's retirement, up again means str0m sends on
+                        // the new pair: direct audio follows it now rather than at str0m's
+                        // next DTLS or RTCP packet.
+                        if let Some(path) = v.restart.as_ref().and_then(|r| r.new_path()) {
+                            v.media_path = Some(path);
+                            v.restart = None;
+                            tracing::debug!(key, to = %path.1, "ICE restart: media on the new pair");
+                        }
                     }
                     _ => {}
                 },
