@@ -1,0 +1,316 @@
+//! One stream as a TX thread sees it: [`StreamMix`] (its mix, encoder and media clock),
+//! the frames a mixing thread hands to the others ([`TickFrames`]), the mirrors of other
+//! threads' streams, and the expiry of streams left without inputs.
+
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use super::video::VideoFeed;
+use super::viewer::Role;
+use super::Egress;
+use crate::engine::EndReason;
+use crate::engine::PeerKey;
+use crate::media::mixer::Mixer;
+use crate::media::opus::Encoder;
+use crate::media::opus::MAX_PACKET;
+use crate::media::Frame;
+use crate::media::FRAME_LEN;
+use crate::streams::VideoSource;
+
+/// An on-demand stream (created by a publisher) with no input for this long is removed,
+/// and its viewers' sessions end. Long enough for a publisher to reconnect.
+pub const STREAM_GRACE: Duration = Duration::from_secs(30);
+
+/// A stream as the TX thread sees it: its mix, its encoder, its media clock.
+///
+/// On a TX thread other than the mixing one (see [`Egress::mirror`]) a stream is a mirror:
+/// no encoder and an empty mixer; its frame comes from the mixing thread each tick
+/// ([`Egress::take_frames`]).
+pub struct StreamMix {
+    /// The stream's name.
+    pub name: Arc<str>,
+    pub(super) mixer: Mixer,
+    /// None on a mirror.
+    pub(super) encoder: Option<Encoder>,
+    /// When a mirror last got a frame from the mixing thread.
+    pub(super) last_fed: Option<Instant>,
+    /// RTP time (48 kHz) of the next frame.
+    pub(super) media_time: u64,
+    /// The wallclock this tick's frame is written with: the tick time, or, when the
+    /// stream has video, the capture time of the video source's audio in the mix
+    /// (see [`crate::engine::sync`]).
+    pub(super) wallclock: Option<Instant>,
+    pub(super) pcm: Box<Frame>,
+    pub(super) packet: Vec<u8>,
+    /// This tick's encoded frame, shared by reference with every viewer's `Rtc` (str0m
+    /// takes `Arc<[u8]>`): one allocation per stream per tick, not one per viewer.
+    pub(super) frame: Option<Arc<[u8]>>,
+    /// From the configuration: never removed.
+    pub(super) configured: bool,
+    pub(super) publishers: usize,
+    /// Since when the stream has had no input (on-demand streams only).
+    pub(super) empty_since: Option<Instant>,
+    /// How the stream picks its video publisher.
+    pub(super) video_policy: VideoSource,
+    /// The publisher whose video viewers get now.
+    pub(super) video_source: Option<VideoFeed>,
+    /// A viewer needs a keyframe (joined, or reported loss), and when we last asked.
+    pub(super) keyframe_wanted: bool,
+    pub(super) last_keyframe_request: Option<Instant>,
+}
+
+impl StreamMix {
+    /// A stream playing `mixer`, encoded at `bitrate` (0: the codec default).
+    pub fn new(name: String, mixer: Mixer, encoder: Encoder) -> StreamMix {
+        StreamMix {
+            name: name.into(),
+            mixer,
+            encoder: Some(encoder),
+            last_fed: None,
+            media_time: 0,
+            wallclock: None,
+            pcm: Box::new([0.0; FRAME_LEN]),
+            packet: vec![0; MAX_PACKET],
+            frame: None,
+            configured: true,
+            publishers: 0,
+            empty_since: None,
+            video_policy: VideoSource::default(),
+            video_source: None,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+        }
+    }
+
+    /// An on-demand stream (removed after [`STREAM_GRACE`] without inputs).
+    pub fn on_demand(mut self) -> StreamMix {
+        self.configured = false;
+        self
+    }
+
+    /// A mirror of the mixing thread's stream `name`, fed since `now`.
+    pub(super) fn mirror(name: &str, now: Instant) -> StreamMix {
+        StreamMix {
+            name: name.into(),
+            mixer: Mixer::new(),
+            encoder: None,
+            last_fed: Some(now),
+            media_time: 0,
+            wallclock: None,
+            pcm: Box::new([0.0; FRAME_LEN]),
+            packet: Vec::new(),
+            frame: None,
+            configured: false,
+            publishers: 0,
+            empty_since: None,
+            video_policy: VideoSource::None,
+            video_source: None,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+        }
+    }
+
+    /// The stream picks its video publisher by `policy` (default: [`VideoSource::First`]).
+    pub fn with_video_source(mut self, policy: VideoSource) -> StreamMix {
+        self.video_policy = policy;
+        self
+    }
+}
+
+/// One tick's encoded frames, from the mixing TX thread to the others
+/// ([`Egress::tick_frames`], [`Egress::take_frames`]).
+#[derive(Debug)]
+pub struct TickFrames {
+    /// The deadline of the tick that made them: the other threads' lateness is measured
+    /// from it.
+    pub deadline: Instant,
+    /// One entry per stream.
+    pub streams: Vec<StreamFrame>,
+}
+
+/// One stream's frame in [`TickFrames`].
+#[derive(Debug)]
+pub struct StreamFrame {
+    /// The stream.
+    pub name: Arc<str>,
+    /// The encoded Opus frame (None: the encoder failed this tick).
+    pub frame: Option<Arc<[u8]>>,
+    /// Its RTP time (48 kHz).
+    pub media_time: u64,
+    /// The wallclock viewers' `Rtc`s write it with (see [`StreamMix`]).
+    pub wallclock: Option<Instant>,
+}
+
+/// A mirror stream that got no frame from the mixing thread for this long has ended there:
+/// its viewers end too. The mixing thread sends every stream's frame every 20 ms while the
+/// stream exists.
+pub const MIRROR_GRACE: Duration = Duration::from_secs(2);
+
+impl Egress {
+    pub(super) fn stream(&self, idx: usize) -> &StreamMix {
+        // Invariant: a peer's stream slot is occupied while the peer exists (a stream is
+        // removed only after its peers have been ended).
+        self.streams[idx].as_ref().expect("live stream slot")
+    }
+
+    pub(super) fn stream_mut(&mut self, idx: usize) -> &mut StreamMix {
+        self.streams[idx].as_mut().expect("live stream slot")
+    }
+
+    /// The slot of mirror stream `name`, created (fed since `now`) if it does not exist.
+    pub(super) fn ensure_mirror(&mut self, name: &str, now: Instant) -> usize {
+        if let Some(i) = self.stream_index(name) {
+            return i;
+        }
+        self.insert_stream(StreamMix::mirror(name, now))
+    }
+
+    /// Puts `mix` in a free slot.
+    pub(super) fn insert_stream(&mut self, mix: StreamMix) -> usize {
+        let name = mix.name.to_string();
+        let slot = match self.streams.iter().position(Option::is_none) {
+            Some(free) => {
+                self.streams[free] = Some(mix);
+                free
+            }
+            None => {
+                self.streams.push(Some(mix));
+                self.streams.len() - 1
+            }
+        };
+        self.by_name.insert(name, slot);
+        slot
+    }
+
+    /// The slot of stream `name`, created (on demand, empty) if it does not exist.
+    pub(super) fn ensure_stream(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.stream_index(name) {
+            return Some(i);
+        }
+        let encoder = match Encoder::new(self.bitrate) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(stream = name, "encoder: {e}");
+                return None;
+            }
+        };
+        let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
+        let slot = self.insert_stream(mix);
+        self.directory.ensure(name);
+        tracing::info!(stream = name, "stream created by a publisher");
+        Some(slot)
+    }
+
+    /// The first half of [`Egress::tick`]: mixes and encodes each stream's frame for this
+    /// tick (a mirror's streams keep the frame [`Egress::take_frames`] gave them).
+    pub fn encode(&mut self, now: Instant) {
+        for s in self.streams.iter_mut().flatten() {
+            let Some(encoder) = &mut s.encoder else {
+                continue;
+            };
+            s.mixer.mix_at(&mut s.pcm, now);
+            s.frame = match encoder.encode(&s.pcm, &mut s.packet) {
+                Ok(n) => Some(Arc::from(&s.packet[..n])),
+                Err(e) => {
+                    tracing::warn!(stream = %s.name, "encode failed: {e}");
+                    None
+                }
+            };
+        }
+        self.sync_wallclocks(now);
+    }
+
+    /// This tick's frames (after [`Egress::encode`]), for the TX threads that do not mix.
+    pub fn tick_frames(&self, deadline: Instant) -> TickFrames {
+        TickFrames {
+            deadline,
+            streams: self
+                .streams
+                .iter()
+                .flatten()
+                .map(|s| StreamFrame {
+                    name: s.name.clone(),
+                    frame: s.frame.clone(),
+                    media_time: s.media_time,
+                    wallclock: s.wallclock,
+                })
+                .collect(),
+        }
+    }
+
+    /// On a mirror ([`Egress::mirror`]): takes the mixing thread's frames for this tick,
+    /// making the streams it has not seen. A stream missing from `frames` sends nothing.
+    pub fn take_frames(&mut self, frames: &TickFrames, now: Instant) {
+        for s in self.streams.iter_mut().flatten() {
+            s.frame = None;
+        }
+        for f in &frames.streams {
+            let slot = self.ensure_mirror(&f.name, now);
+            let s = self.stream_mut(slot);
+            s.frame = f.frame.clone();
+            s.media_time = f.media_time;
+            s.wallclock = f.wallclock;
+            s.last_fed = Some(now);
+        }
+    }
+
+    /// Sets each stream's [`StreamMix::wallclock`] for this tick: from its video source's
+    /// audio, when that publisher's reports allow (see [`crate::engine::sync`]).
+    pub(super) fn sync_wallclocks(&mut self, now: Instant) {
+        for s in self.streams.iter_mut().flatten() {
+            s.wallclock = s
+                .video_source
+                .as_ref()
+                .and_then(|f| self.index.get(&f.key))
+                .and_then(|&i| match &self.viewers[i].role {
+                    Role::Publisher(p) => p
+                        .sync
+                        .audio_wallclock(p.feed.monitor().stats().playout_rtp, now),
+                    Role::Viewer { .. } => None,
+                });
+        }
+    }
+
+    /// Removes on-demand streams that have had no input for [`STREAM_GRACE`], ending their
+    /// viewers.
+    pub(super) fn expire_streams(&mut self, now: Instant) {
+        for slot in 0..self.streams.len() {
+            let expired = match &mut self.streams[slot] {
+                Some(s) if s.encoder.is_none() => s
+                    .last_fed
+                    .is_some_and(|t| now.saturating_duration_since(t) >= MIRROR_GRACE),
+                Some(s) if !s.configured && s.publishers == 0 && s.mixer.is_empty() => {
+                    let since = *s.empty_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= STREAM_GRACE
+                }
+                Some(s) => {
+                    s.empty_since = None;
+                    false
+                }
+                None => false,
+            };
+            if !expired {
+                continue;
+            }
+            let doomed: Vec<PeerKey> = self
+                .viewers
+                .iter()
+                .filter(|v| v.stream == slot)
+                .map(|v| v.key)
+                .collect();
+            for key in doomed {
+                self.end(key, EndReason::StreamEnded);
+            }
+            if let Some(s) = self.streams[slot].take() {
+                self.by_name.remove(&*s.name);
+                if self.mirror {
+                    tracing::debug!(stream = %s.name, "mirror stream removed: no frame for {MIRROR_GRACE:?}");
+                } else {
+                    self.directory.remove(&s.name);
+                    tracing::info!(stream = %s.name, "stream removed: no input for {STREAM_GRACE:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The peers of an [`Egress`] ([`Viewer`], a viewer or a publisher by its [`Role`]): adding
+//! and removing viewers, and the fan-out of each tick's frame to them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use std::time::Instant;
+
+use str0m::media::Frequency;
+use str0m::media::MediaTime;
+use str0m::media::Mid;
+use str0m::media::Pt;
+use str0m::Input;
+use str0m::Output;
+use str0m::Rtc;
+
+use super::direct::send_direct;
+use super::direct::DirectAudio;
+use super::layering::Layering;
+use super::publisher::Publisher;
+use super::publisher::MEDIA_TIMEOUT;
+use super::Egress;
+use super::Ended;
+use crate::engine::EndReason;
+use crate::engine::PeerKey;
+use crate::engine::Transmitter;
+use crate::media::FRAME_SAMPLES;
+use crate::net::dtls::SrtpKeys;
+
+/// A peer that has not connected (ICE and DTLS) this long after its answer is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(super) enum Role {
+    Viewer {
+        /// The audio m-line and our Opus PT, known once str0m reports the media.
+        audio: Option<(Mid, Pt)>,
+        /// The video m-line, if the viewer takes video.
+        video: Option<Mid>,
+        /// The viewer's PT for the current video source's PT: (source, its PT, ours),
+        /// or ours `None` when the viewer has no matching codec.
+        video_pt: Option<(PeerKey, Pt, Option<Pt>)>,
+        /// The simulcast layer it takes.
+        layering: Layering,
+    },
+    Publisher(Box<Publisher>),
+}
+
+pub(super) struct Viewer {
+    pub(super) key: PeerKey,
+    pub(super) rtc: Rtc,
+    pub(super) stream: usize,
+    pub(super) role: Role,
+    pub(super) connected: bool,
+    /// When the viewer was added, to give up on one that never connects.
+    pub(super) added: Instant,
+    /// The timeout str0m last asked for, while it has an entry in `timers`.
+    pub(super) next_timeout: Option<Instant>,
+    /// Our SRTP sending keys, once its DTLS handshake has exported them (viewers only).
+    pub(super) srtp_keys: Option<SrtpKeys>,
+    /// Where str0m sends its DTLS and RTCP: the nominated ICE pair (source, destination).
+    pub(super) media_path: Option<(SocketAddr, SocketAddr)>,
+    /// Its audio stream when sent by the `direct` fan-out.
+    pub(super) direct: Option<DirectAudio>,
+    /// An ICE restart moving its media to the peer's new ICE generation.
+    pub(super) restart: Option<crate::engine::restart::Restart>,
+}
+
+impl Egress {
+    /// Takes ownership of a viewer's `Rtc` (fresh from `accept_offer`) and drains it. A
+    /// viewer of a stream that no longer exists ends at once.
+    pub fn add_viewer(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        rtc: Rtc,
+        srtp_keys: Option<SrtpKeys>,
+        stream: &str,
+        tx: &mut impl Transmitter,
+    ) {
+        let found = if self.mirror {
+            Some(self.ensure_mirror(stream, now))
+        } else {
+            self.stream_index(stream)
+        };
+        let Some(stream) = found else {
+            tracing::debug!(key, stream, "viewer of a stream that just ended");
+            self.ended.push(Ended {
+                key,
+                reason: EndReason::StreamEnded,
+            });
+            return;
+        };
+        let idx = self.viewers.len();
+        self.viewers.push(Viewer {
+            key,
+            rtc,
+            stream,
+            role: Role::Viewer {
+                audio: None,
+                video: None,
+                video_pt: None,
+                layering: Layering::default(),
+            },
+            connected: false,
+            added: now,
+            next_timeout: None,
+            srtp_keys,
+            media_path: None,
+            direct: None,
+            restart: None,
+        });
+        self.index.insert(key, idx);
+        self.metrics.viewer_added(&self.stream(stream).name);
+        self.drain(idx, now, tx);
+    }
+
+    /// Ends a viewer or publisher by request (DELETE or shutdown).
+    pub fn remove_viewer(&mut self, key: PeerKey, tx: &mut impl Transmitter) {
+        if let Some(&idx) = self.index.get(&key) {
+            let v = &mut self.viewers[idx];
+            v.rtc.disconnect();
+            // Send what closing produces (DTLS close_notify); the session is over either way.
+            while let Ok(out) = v.rtc.poll_output() {
+                match out {
+                    Output::Transmit(t) => tx.send(t.source, t.destination, &t.contents),
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+            self.end(key, EndReason::Closed);
+        }
+    }
+
+    /// One 20 ms tick: mix and encode each stream once, then write that packet to every
+    /// connected viewer of the stream; end peers that never connected and publishers that
+    /// stopped sending; remove on-demand streams left without inputs.
+    pub fn tick(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        self.encode(now);
+        self.fan_out(now, tx);
+    }
+
+    /// The second half of [`Egress::tick`]: sends this tick's frame to every connected
+    /// viewer, ends peers that never connected and publishers that stopped sending, removes
+    /// streams that ended.
+    pub fn fan_out(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        let mut idx = 0;
+        while idx < self.viewers.len() {
+            let v = &mut self.viewers[idx];
+            if !v.connected && now.saturating_duration_since(v.added) > CONNECT_TIMEOUT {
+                let key = v.key;
+                tracing::debug!(key, "peer did not connect in {CONNECT_TIMEOUT:?}");
+                self.end(key, EndReason::IceFailed);
+                continue;
+            }
+            let s = self.streams[v.stream].as_ref().expect("live stream slot");
+            if let (true, true, Some(frame)) = (self.direct, v.connected, &s.frame) {
+                let rtp_time = s.media_time as u32; // RTP timestamps wrap (RFC 3550)
+                if let Some(n) = send_direct(v, frame, rtp_time, &mut self.direct_buf, tx) {
+                    self.metrics.transmit(n);
+                    idx += 1;
+                    continue;
+                }
+            }
+            match &v.role {
+                Role::Viewer { audio, .. } => {
+                    if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
+                        let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
+                        let written = match v.rtc.writer(mid) {
+                            Some(w) => {
+                                w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone())
+                            }
+                            None => Ok(()),
+                        };
+                        let written = written.map_err(|e| e.to_string()).and_then(|()| {
+                            if self.release_in_tick {
+                                v.rtc
+                                    .handle_input(Input::Timeout(now))
+                                    .map_err(|e| e.to_string())
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        if let Err(e) = written {
+                            let key = v.key;
+                            tracing::debug!(key, "write failed: {e}");
+                            self.end(key, EndReason::Failed);
+                            continue; // `end` swapped another peer into `idx`
+                        }
+                        if !self.drain(idx, now, tx) {
+                            continue;
+                        }
+                    }
+                }
+                Role::Publisher(p) => {
+                    if let Some(since) = p.last_media.or(p.connected_at) {
+                        if now.saturating_duration_since(since) > MEDIA_TIMEOUT {
+                            let key = v.key;
+                            tracing::info!(key, "publisher sent no media for {MEDIA_TIMEOUT:?}");
+                            self.end(key, EndReason::Idle);
+                            continue;
+                        }
+                    }
+                }
+            }
+            idx += 1;
+        }
+        for s in self.streams.iter_mut().flatten() {
+            s.media_time += FRAME_SAMPLES as u64;
+        }
+        self.request_keyframes(now, tx);
+        self.forward_video(now, tx);
+        self.expire_streams(now);
+    }
+}
