@@ -110,6 +110,11 @@ const DROP_PATIENCE: u32 = 250;
 /// which it is done anyway (200 ms and 1 s).
 const INSERT_WINDOW: u32 = 10;
 const INSERT_PATIENCE: u32 = 50;
+/// RTP timestamp step of one packet until one is measured (20 ms at 48 kHz), and the
+/// longest step believed (120 ms, Opus's longest packet): a longer one between consecutive
+/// sequence numbers is a silence (DTX), not a packet's length.
+const DEFAULT_STEP: i64 = 960;
+const MAX_STEP: i64 = 5760;
 /// Extended sequence numbers start here so that a backwards jump never goes below zero.
 const SEQ_BASE: u64 = 1 << 32;
 const FRAME_US: i64 = FRAME_DURATION.as_micros() as i64;
@@ -180,8 +185,12 @@ pub struct JitterStats {
     pub received: u64,
     /// Packets handed out to decode (including both of a [`Pop::Merge`]).
     pub played: u64,
-    /// Packets given up on as missing.
+    /// Packets given up on as missing: frames of audio missing by their timestamps.
     pub lost: u64,
+    /// Sequence numbers passed over that carried no audio: the packets on both sides of
+    /// the gap have consecutive timestamps. These are padding-only packets (Chromium's
+    /// bandwidth probes ride on its audio stream), which str0m drops before the buffer.
+    pub skipped: u64,
     /// Packets that came after their turn (a lost packet that turns up later counts here too).
     pub late: u64,
     /// Duplicates dropped.
@@ -258,6 +267,11 @@ pub struct JitterBuffer {
     last_lag: Option<i64>,
     /// Extended RTP timestamp of the last packet played.
     last_played_ts: Option<i64>,
+    /// Extended RTP timestamp the next frame should have: after the last packet played,
+    /// plus a step per frame given up on since. `None` until the first play after a start.
+    expect_ts: Option<i64>,
+    /// RTP timestamp step of one packet, measured between consecutive sequence numbers.
+    step: i64,
     quiet: bool,
     suspects: u32,
     stats: JitterStats,
@@ -291,6 +305,8 @@ impl JitterBuffer {
             last_ts: 0,
             last_ts_ext: 0,
             last_played_ts: None,
+            expect_ts: None,
+            step: DEFAULT_STEP,
             transits: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
@@ -382,6 +398,7 @@ impl JitterBuffer {
         slot.data[..payload.len()].copy_from_slice(payload);
         self.ready += 1;
         self.stats.received += 1;
+        self.learn_step(ext);
         if resynced {
             Pushed::Resynced
         } else {
@@ -418,25 +435,78 @@ impl JitterBuffer {
                 return self.dry_pop();
             }
             // The frames concealed while dry stood in for the missing packets (if any).
-            self.stats.lost += present - next;
-            self.next = present;
+            self.pass_over(present);
             self.dry = 0;
             return self.play_next(lag, now_us);
         }
         if present == next {
             return self.play_next(lag, now_us);
         }
-        // `next` is lost. If the next present packet is already due, everything before it
-        // is given up on at once (one concealed frame, not one per packet).
-        let resume = if lag >= self.target_us {
-            present
-        } else {
-            next + 1
+        let missing = self.missing_before(present);
+        if missing == 0 {
+            // The sequence numbers in between carried no audio (padding): not a loss.
+            self.pass_over(present);
+            return self.play_next(lag, now_us);
+        }
+        // Audio is missing before `present`. If `present` is already due, or right after
+        // the one missing frame, everything before it is given up on at once (one
+        // concealed frame, not one per packet).
+        if lag >= self.target_us || missing == 1 {
+            self.pass_over(present);
+            self.expect_ts = Some(self.slots[Self::index(present)].ts);
+            return Pop::Lost {
+                fec_from_next: Some(self.payload(present)),
+            };
+        }
+        // One frame of several missing is concealed now; the rest at the next pops.
+        self.stats.lost += 1;
+        self.next = next + 1;
+        self.expect_ts = self.expect_ts.map(|t| t + self.step);
+        Pop::Lost {
+            fec_from_next: None,
+        }
+    }
+
+    /// Moves `next` up to `present`: the sequence numbers passed over count as lost as far
+    /// as audio is missing by the timestamps, as skipped (padding) for the rest.
+    fn pass_over(&mut self, present: u64) {
+        let missing = self.missing_before(present);
+        self.stats.lost += missing;
+        self.stats.skipped += present - self.next - missing;
+        self.next = present;
+    }
+
+    /// Frames of audio missing before the ready packet `present` (after `next`): by
+    /// timestamp since the last frame played or given up on, at most one per sequence
+    /// number in between (a jump beyond that is a silence). By sequence numbers alone
+    /// before the first play.
+    fn missing_before(&self, present: u64) -> u64 {
+        let seqs = present.saturating_sub(self.next);
+        let Some(expect) = self.expect_ts else {
+            return seqs;
         };
-        self.stats.lost += resume - next;
-        self.next = resume;
-        let fec_from_next = (resume == present).then(|| self.payload(present));
-        Pop::Lost { fec_from_next }
+        let gap = self.slots[Self::index(present)].ts - expect;
+        if gap <= self.step / 2 {
+            return 0;
+        }
+        let frames = u64::try_from((gap + self.step / 2) / self.step).unwrap_or(u64::MAX);
+        frames.min(seqs)
+    }
+
+    /// Measures the timestamp step of one packet from `ext` and its neighbours in
+    /// sequence, when they are here (or were played).
+    fn learn_step(&mut self, ext: u64) {
+        let ts = self.slots[Self::index(ext)].ts;
+        let held = |s: u64| {
+            let slot = &self.slots[Self::index(s)];
+            (slot.state != SlotState::Free && slot.seq == s).then_some(slot.ts)
+        };
+        let step = held(ext - 1)
+            .map(|before| ts - before)
+            .or_else(|| held(ext + 1).map(|after| after - ts));
+        if let Some(step) = step.filter(|d| (1..=MAX_STEP).contains(d)) {
+            self.step = step;
+        }
     }
 
     /// Plays `self.next` (ready, with lag `lag`), or corrects the drift instead.
@@ -561,6 +631,7 @@ impl JitterBuffer {
         let slot = &mut self.slots[Self::index(seq)];
         if slot.state == SlotState::Ready && slot.seq == seq {
             self.last_played_ts = Some(slot.ts);
+            self.expect_ts = Some(slot.ts + self.step);
             slot.state = SlotState::Played;
             self.ready -= 1;
             self.stats.played += 1;
@@ -692,6 +763,7 @@ impl JitterBuffer {
         self.playing = false;
         self.dry = 0;
         self.last_lag = None;
+        self.expect_ts = None;
         self.reset_lag_watch();
         self.stats.resyncs += 1;
     }

@@ -359,7 +359,16 @@ impl PublisherInput {
         let drained = a.len() + b.len();
         for r in a.iter().chain(b) {
             let len = usize::from(r.len).min(MAX_PAYLOAD);
-            self.jitter.push(r.seq, r.ts, &r.data[..len], r.arrival);
+            let pushed = self.jitter.push(r.seq, r.ts, &r.data[..len], r.arrival);
+            tracing::trace!(
+                publisher = %self.name,
+                seq = r.seq,
+                ts = r.ts,
+                len,
+                arrival_us = signed_us(first_tick, r.arrival),
+                ?pushed,
+                "jitter push"
+            );
         }
         self.cons.skip(drained);
         let left = !self.cons.write_is_held();
@@ -370,12 +379,27 @@ impl PublisherInput {
         let gone = left && self.jitter.buffered() == 0;
         while !gone && self.out.queue.have < FRAME_SAMPLES && pops < MAX_POPS_PER_FILL {
             pops += 1;
-            match self.jitter.pop(now) {
+            let pop = self.jitter.pop(now);
+            let kind = pop_kind(&pop);
+            let empty = pop == Pop::Empty;
+            match pop {
                 Pop::Packet(p) => self.out.decode(p),
                 Pop::Lost { fec_from_next } => self.out.lost(fec_from_next),
                 Pop::Merge { first, second } => self.out.merge(first, second),
                 Pop::Stretch(p) => self.out.stretch(p),
-                Pop::Empty => break,
+                Pop::Empty => {}
+            }
+            tracing::trace!(
+                publisher = %self.name,
+                now_us = signed_us(first_tick, now),
+                pop = kind,
+                lag_us = self.jitter.lag().map(|l| l.as_micros() as u64),
+                target_us = self.jitter.target().as_micros() as u64,
+                buffered = self.jitter.buffered(),
+                "jitter pop"
+            );
+            if empty {
+                break;
             }
         }
 
@@ -472,6 +496,30 @@ impl Source for PublisherInput {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+}
+
+/// `t - from` in µs, negative when earlier (for trace logs).
+fn signed_us(from: Instant, t: Instant) -> i64 {
+    match t.checked_duration_since(from) {
+        Some(d) => d.as_micros() as i64,
+        None => -(from.saturating_duration_since(t).as_micros() as i64),
+    }
+}
+
+/// A pop's kind, for trace logs.
+fn pop_kind(pop: &Pop<'_>) -> &'static str {
+    match pop {
+        Pop::Packet(_) => "packet",
+        Pop::Lost {
+            fec_from_next: Some(_),
+        } => "lost+next",
+        Pop::Lost {
+            fec_from_next: None,
+        } => "lost",
+        Pop::Merge { .. } => "merge",
+        Pop::Stretch(_) => "stretch",
+        Pop::Empty => "empty",
     }
 }
 
