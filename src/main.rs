@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 use mixcast::config::ServeArgs;
-use mixcast::server::Server;
+use mixcast::server::{Server, StartError};
 
 /// A WebRTC media server: each stream's audio inputs (test signals, audio files) are mixed
 /// every 20 ms into one 48 kHz stereo Opus stream that viewers pull over WHEP.
@@ -65,6 +65,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // Read the certificate and key as start-up would: missing, not PEM, not a pair.
+        if let Some(tls) = &config.tls {
+            if let Err(e) = mixcast::signal::tls::server_config(tls) {
+                eprintln!("mixcast: TLS: {e}");
+                bad += 1;
+            }
+        }
         if bad > 0 {
             return ExitCode::from(2);
         }
@@ -73,6 +80,12 @@ fn main() -> ExitCode {
     }
     let server = match Server::start(config) {
         Ok(s) => s,
+        // A configuration start-up refuses (a source, the certificate) exits as
+        // --check-config does; a port in use or the OS refusing is a plain failure.
+        Err(e @ StartError::Config(_)) => {
+            eprintln!("mixcast: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("mixcast: {e}");
             return ExitCode::FAILURE;

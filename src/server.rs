@@ -68,6 +68,16 @@ pub struct Server {
 impl Server {
     /// Starts everything and returns once the sockets are bound.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        // The certificate first, so that a bad one stops start-up before any thread runs.
+        // Our own reading of the PEM files, with the crypto provider installed
+        // (signal::tls says why rustls cannot choose one itself).
+        let https = match &config.tls {
+            Some(tls) => Some(Arc::new(
+                signal::tls::server_config(tls)
+                    .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
+            )),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let sessions = Arc::new(Sessions::default());
 
@@ -212,7 +222,7 @@ impl Server {
             .build()?;
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = signal::app(state);
-        match &config.tls {
+        match https {
             None => {
                 let listener = {
                     let _guard = runtime.enter();
@@ -229,24 +239,18 @@ impl Server {
                 });
             }
             Some(tls) => {
-                let rustls = runtime
-                    .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                        &tls.cert, &tls.key,
-                    ))
-                    .map_err(|e| {
-                        StartError::Config(format!(
-                            "TLS {} / {}: {e}",
-                            tls.cert.display(),
-                            tls.key.display()
-                        ))
-                    })?;
+                let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
                 let handle = axum_server::Handle::new();
                 let h2 = handle.clone();
                 runtime.spawn(async move {
                     let _ = stopped.await;
                     h2.graceful_shutdown(Some(Duration::from_millis(500)));
                 });
-                let server = axum_server::from_tcp_rustls(http, rustls)?.handle(handle);
+                // The listener registers with the runtime's reactor as it is made.
+                let server = {
+                    let _guard = runtime.enter();
+                    axum_server::from_tcp_rustls(http, rustls)?.handle(handle)
+                };
                 runtime.spawn(async move {
                     if let Err(e) = server
                         .serve(app.into_make_service_with_connect_info::<SocketAddr>())

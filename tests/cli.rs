@@ -8,6 +8,8 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .env_remove("MIXCAST_TX_THREADS")
         .env_remove("MIXCAST_FANOUT")
+        .env_remove("MIXCAST_TLS_CERT")
+        .env_remove("MIXCAST_TLS_KEY")
         .output()
         .expect("the binary runs");
     (
@@ -50,4 +52,85 @@ fn tx_threads_out_of_range_is_refused() {
     let (code, out, _) = mixcast(&["--check-config", "--tx-threads", "2"]);
     assert_eq!(code, 0);
     assert!(out.contains("tx_threads: 2"), "{out}");
+}
+
+/// Missing TLS files: `--check-config` says which (exit 2, no "configuration OK"), and a
+/// start with them exits 2 with the same message, never a panic (exit 101).
+#[test]
+fn missing_tls_files_are_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("no-such-cert.pem");
+    let key = dir.path().join("no-such-key.pem");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (code, out, err) = mixcast(&["--check-config", "--tls-cert", cert, "--tls-key", key]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!out.contains("configuration OK"), "{out}");
+    assert!(err.contains("no-such-cert.pem"), "{err}");
+
+    let (code, out, err) = mixcast(&[
+        "--bind",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--udp-port",
+        "0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("TLS") && err.contains("no-such-cert.pem"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A certificate file that is not PEM, and a key that is not the certificate's: named by
+/// `--check-config`, exit 2.
+#[test]
+fn check_config_reads_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = dir.path().join(format!("{name}-cert.pem"));
+        let key = dir.path().join(format!("{name}-key.pem"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        (
+            cert.to_str().unwrap().to_owned(),
+            key.to_str().unwrap().to_owned(),
+        )
+    };
+    let (cert, key) = make("a");
+    let (_, other_key) = make("b");
+    let (code, out, err) = mixcast(&["--check-config", "--tls-cert", &cert, "--tls-key", &key]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+
+    let (code, _, err) = mixcast(&[
+        "--check-config",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &other_key,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not the certificate's"), "{err}");
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not PEM").unwrap();
+    let (code, _, err) = mixcast(&[
+        "--check-config",
+        "--tls-cert",
+        junk.to_str().unwrap(),
+        "--tls-key",
+        &key,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("junk.pem") && err.contains("no PEM certificate"),
+        "{err}"
+    );
 }

@@ -13,6 +13,8 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[path = "common/matrix.rs"]
+mod matrix;
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/tone.rs"]
@@ -174,4 +176,188 @@ fn gstreamer_with_ecdsa_certificate_publishes_stereo_tone() {
         "gstreamer-ecdsa",
         Some(&pem),
     );
+}
+
+/// The default stream's tones (README, Configuring streams): 440 Hz left, 660 Hz right.
+const LIVE_LEFT_HZ: f32 = 440.0;
+const LIVE_RIGHT_HZ: f32 = 660.0;
+
+/// webrtcbin as a WHEP viewer of `live` (gst_whip.py --viewer: recvonly Opus, decoded by
+/// opusdec to float PCM) for a few seconds; Ok with what it heard per channel, or what went
+/// wrong. `pem`: a certificate for webrtcbin's DTLS instead of its own; `args`: more
+/// options for gst_whip.py.
+fn view_live(
+    test: &str,
+    pem: Option<&certs::Pem>,
+    args: &[&str],
+) -> Option<Result<String, String>> {
+    const SECONDS: u32 = 4;
+    let _serial = serial();
+    let exe = gstreamer_ready(test)?;
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let pcm_file = tempfile::NamedTempFile::new().expect("a temp file for the PCM");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("-u")
+        .arg(python::script("gst_whip.py"))
+        .arg(format!("http://{}/live/whep", server.http_addr()))
+        .arg("--viewer")
+        .arg("--seconds")
+        .arg(SECONDS.to_string())
+        .arg("--pcm-out")
+        .arg(pcm_file.path())
+        .args(args);
+    if let Some(pem) = pem {
+        cmd.arg("--pem").arg(&pem.both);
+    }
+    let viewer = Running::spawn(cmd, "gst_whip.py --viewer").expect("the viewer script starts");
+    let out = match viewer.wait(Duration::from_secs(SECONDS.into()) + SCRIPT_SLACK) {
+        Ok(out) => out,
+        Err(e) => return Some(Err(e)),
+    };
+    server.shutdown();
+    if !out.status.success() {
+        return Some(Err(format!(
+            "gst_whip.py --viewer failed ({}):\n{}",
+            out.status,
+            python::tail(&out.stderr, 40)
+        )));
+    }
+    let bytes = std::fs::read(pcm_file.path()).unwrap_or_default();
+    let pcm: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    // `live` beeps (800 ms on, 200 ms off): its sounding 20 ms frames, end to end.
+    let frame = mixcast::media::FRAME_SAMPLES;
+    let sounding: Vec<f32> = pcm
+        .chunks_exact(frame)
+        .filter(|f| mixcast::media::analysis::rms(f) > 0.05)
+        .flatten()
+        .copied()
+        .collect();
+    Some(
+        tone::check_stereo_tone(&sounding, LIVE_LEFT_HZ, LIVE_RIGHT_HZ, 2.0)
+            .map(|(left, right)| {
+                format!(
+                    "left {:.1} Hz, right {:.1} Hz heard ({:.1} s decoded); {}",
+                    left.dominant_hz,
+                    right.dominant_hz,
+                    pcm.len() as f32 / 2.0 / 48_000.0,
+                    python::last_line(&out.stdout)
+                )
+            })
+            .map_err(|e| format!("webrtcbin did not hear live's tones: {e}")),
+    )
+}
+
+#[test]
+fn gstreamer_webrtcbin_plays_live() {
+    let test = "gstreamer_webrtcbin_plays_live";
+    // The matrix cell once the check has run (not when GStreamer is missing).
+    let Some(result) = view_live(test, None, &[]) else {
+        return;
+    };
+    matrix::cell("gstreamer", "viewer", || result);
+}
+
+#[test]
+fn gstreamer_with_ecdsa_certificate_plays_live() {
+    let test = "gstreamer_with_ecdsa_certificate_plays_live";
+    let pem = certs::ecdsa_p256("gstreamer-viewer");
+    match view_live(test, Some(&pem), &[]) {
+        Some(Ok(heard)) => eprintln!("{test}: {heard}"),
+        Some(Err(why)) => panic!("{test}: {why}"),
+        None => {}
+    }
+}
+
+/// A viewer's offer without BUNDLE (`bundle-policy=none`): one audio section, served.
+#[test]
+fn gstreamer_unbundled_viewer_plays_live() {
+    let test = "gstreamer_unbundled_viewer_plays_live";
+    let pem = certs::ecdsa_p256("gstreamer-viewer");
+    match view_live(test, Some(&pem), &["--bundle-policy", "none"]) {
+        Some(Ok(heard)) => eprintln!("{test}: {heard}"),
+        Some(Err(why)) => panic!("{test}: {why}"),
+        None => {}
+    }
+}
+
+/// webrtcbin with `bundle-policy=none`, audio and VP8 video: two transports. The answer
+/// serves the audio's and rejects the video section with port 0 and no BUNDLE group
+/// (README, Publishing); the audio is heard. ECDSA certificate: webrtcbin's own RSA one
+/// needs the DTLS change.
+#[test]
+fn gstreamer_unbundled_audio_and_video_publishes_audio() {
+    const SECONDS: u32 = 6;
+    let test = "gstreamer_unbundled_audio_and_video_publishes_audio";
+    let _serial = serial();
+    let Some(exe) = gstreamer_ready(test) else {
+        return;
+    };
+    let pem = certs::ecdsa_p256("gstreamer-unbundled");
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let stream = "gstreamer-unbundled";
+    let answer_file = tempfile::NamedTempFile::new().expect("a temp file for the answer");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("-u")
+        .arg(python::script("gst_whip.py"))
+        .arg(format!("http://{}/{stream}/whip", server.http_addr()))
+        .args(["--bundle-policy", "none", "--video", "vp8"])
+        .arg("--seconds")
+        .arg(SECONDS.to_string())
+        .arg("--left-hz")
+        .arg(LEFT_HZ.to_string())
+        .arg("--right-hz")
+        .arg(RIGHT_HZ.to_string())
+        .arg("--answer-out")
+        .arg(answer_file.path())
+        .arg("--pem")
+        .arg(&pem.both);
+    let publisher = Running::spawn(cmd, "gst_whip.py").expect("the publisher script starts");
+    let deadline = Instant::now() + SESSION_TIMEOUT;
+    while server.live_sessions() == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let viewer = (server.live_sessions() > 0).then(|| {
+        play(&PlayOptions {
+            url: format!("http://{}/{stream}/whep", server.http_addr()),
+            token: None,
+            duration: Duration::from_secs(4),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            decode: true,
+        })
+    });
+    let out = publisher
+        .wait(Duration::from_secs(SECONDS.into()) + SCRIPT_SLACK)
+        .expect("the publisher finishes");
+    let answer = std::fs::read_to_string(answer_file.path()).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "gst_whip.py failed ({}):\n{}\nanswer:\n{answer}",
+        out.status,
+        python::tail(&out.stderr, 40)
+    );
+    let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(m_lines.len(), 2, "{answer}");
+    assert!(
+        m_lines[0].starts_with("m=audio 9 "),
+        "audio served: {answer}"
+    );
+    assert!(
+        m_lines[1].starts_with("m=video 0 "),
+        "video rejected: {answer}"
+    );
+    assert!(!answer.contains("a=group:"), "no BUNDLE group: {answer}");
+    let report = viewer
+        .expect("the publisher made a session")
+        .expect("the viewer plays the stream");
+    match tone::check_stereo_tone(&report.pcm, LEFT_HZ, RIGHT_HZ, 2.0) {
+        Ok((left, right)) => eprintln!("{test}: left {left:?}, right {right:?}"),
+        Err(e) => panic!(
+            "the unbundled publisher's tone is not heard: {e}\n{}",
+            out.stdout
+        ),
+    }
+    server.shutdown();
 }

@@ -2,6 +2,9 @@
 //! signal: the media itself is checked (packet rate, per-channel frequency, separation of
 //! the channels, the beep's gating), and sessions are gone after each viewer's DELETE.
 
+#[path = "common/matrix.rs"]
+mod matrix;
+
 use mixcast::client::whep::{play, ClientError, PlayOptions, PlayReport};
 use mixcast::config::Config;
 use mixcast::media::analysis::{deinterleave, dominant_frequency, rms};
@@ -194,6 +197,7 @@ fn one_viewer_hears_440_left_and_660_right() {
     check_channel("right", &right, RIGHT_HZ, LEFT_HZ);
     check_gating("left", &left);
     check_gating("right", &right);
+    matrix::record("mixcast", "viewer", true, "440/660 Hz heard, gating seen");
 
     assert_sessions_drop_to_zero(&server);
     server.shutdown();

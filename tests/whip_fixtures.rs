@@ -247,9 +247,29 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
             }
         }
     }
+    let bundled = offer
+        .session
+        .iter()
+        .any(|l| l.starts_with("a=group:BUNDLE "));
     if let Some(offer_video) = offer.section("video") {
         match answer.section("video") {
             None => problems.push("no video section for the offered video".into()),
+            // Unbundled, video is on a transport of its own, which a session does not
+            // serve (README, Publishing): rejected, with what webrtcbin wants to see in
+            // every section.
+            Some(video) if !bundled => {
+                if port(video) != 0 {
+                    problems.push("unbundled video accepted: the README says rejected".into());
+                }
+                for a in ["mid", "ice-ufrag", "ice-pwd", "setup"] {
+                    if attribute(answer, video, a).is_none() {
+                        problems.push(format!("the rejected video section has no a={a}"));
+                    }
+                }
+                if video.iter().any(|l| l.starts_with("a=candidate:")) {
+                    problems.push("candidates in the rejected video section".into());
+                }
+            }
             Some(video) => {
                 if port(video) == 0 {
                     problems.push("video rejected (port 0): WHIP accepts video".into());
@@ -257,16 +277,46 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
                     if !has_direction(video, "recvonly") {
                         problems.push("video is not recvonly".into());
                     }
-                    let offered = payload_type(offer_video, "h264");
-                    let answered = payload_type(video, "h264");
+                    let codec = ["h264", "vp8"]
+                        .into_iter()
+                        .find(|c| payload_type(offer_video, c).is_some())
+                        .unwrap_or("h264");
+                    let offered = payload_type(offer_video, codec);
+                    let answered = payload_type(video, codec);
                     if offered.is_none() || answered != offered {
                         problems.push(format!(
-                            "H264 payload type {answered:?}, the offer used {offered:?}"
+                            "{codec} payload type {answered:?}, the offer used {offered:?}"
                         ));
                     }
                 }
             }
         }
+    }
+    // RFC 3264: as many m-lines as the offer, of the same kinds, in the same order; each
+    // with the offer's mid.
+    let kinds = |sdp: &Sdp| -> Vec<String> {
+        sdp.media
+            .iter()
+            .map(|m| {
+                let kind = m[0]
+                    .trim_start_matches("m=")
+                    .split(' ')
+                    .next()
+                    .unwrap_or("");
+                let mid = m
+                    .iter()
+                    .find_map(|l| l.strip_prefix("a=mid:"))
+                    .unwrap_or("");
+                format!("{kind}/{mid}")
+            })
+            .collect()
+    };
+    if kinds(offer) != kinds(answer) {
+        problems.push(format!(
+            "m-sections {:?}, the offer has {:?}",
+            kinds(answer),
+            kinds(offer)
+        ));
     }
     let fingerprints = answer.all("a=fingerprint:");
     let sha256 = fingerprints
@@ -298,12 +348,16 @@ fn answer_problems(offer: &Sdp, answer: &Sdp) -> Vec<String> {
             ));
         }
     }
-    if !answer
+    let answer_bundles = answer
         .session
         .iter()
-        .any(|l| l.starts_with("a=group:BUNDLE "))
-    {
+        .any(|l| l.starts_with("a=group:BUNDLE "));
+    if bundled && !answer_bundles {
         problems.push("no a=group:BUNDLE".into());
+    }
+    // RFC 8843 section 7.3: an answer groups only what the offer grouped.
+    if !bundled && answer_bundles {
+        problems.push("a=group:BUNDLE in the answer to an offer without one".into());
     }
     problems
 }
@@ -379,6 +433,48 @@ fn gstreamer_offer_with_tcp_candidates() {
     check_offer("gstreamer_offer.sdp", &fixture("gstreamer_offer.sdp"));
 }
 
+/// Meetecho's simple-whip-client with audio alone: webrtcbin with `bundle-policy=none`, so
+/// no `a=group:BUNDLE`; candidates trickled later, none in the offer. One section: served.
+#[test]
+fn simple_whip_client_offer_without_bundle() {
+    let _serial = serial();
+    let answer = check_offer(
+        "simple_whip_client_offer.sdp",
+        &fixture("simple_whip_client_offer.sdp"),
+    );
+    assert!(answer.contains("a=mid:audio0"), "{answer}");
+}
+
+/// simple-whip-client with audio and video: `max-bundle`, video first, the audio section
+/// `a=bundle-only` with port 0 inside the BUNDLE group. Both served.
+#[test]
+fn simple_whip_client_av_offer_bundle_only_audio() {
+    let _serial = serial();
+    let answer = check_offer(
+        "simple_whip_client_av_offer.sdp",
+        &fixture("simple_whip_client_av_offer.sdp"),
+    );
+    assert!(answer.contains("a=group:BUNDLE video0 audio1"), "{answer}");
+}
+
+/// webrtcbin with `bundle-policy=none`, audio and video: two transports. The audio's is
+/// served, the video section rejected with port 0 (README, Publishing).
+#[test]
+fn gstreamer_unbundled_audio_and_video() {
+    let _serial = serial();
+    let answer = check_offer(
+        "gstreamer_unbundled_av_offer.sdp",
+        &fixture("gstreamer_unbundled_av_offer.sdp"),
+    );
+    let a = Sdp::parse(&answer);
+    let audio = a.section("audio").expect("audio");
+    // Only the audio transport's candidates: ours, in the audio section.
+    assert!(
+        audio.iter().any(|l| l.starts_with("a=candidate:")),
+        "{answer}"
+    );
+}
+
 #[test]
 fn the_checks_catch_a_bad_answer() {
     // The answer checks must fail on answers a real client would choke on.
@@ -424,6 +520,53 @@ fn the_checks_catch_a_bad_answer() {
             good.replace("a=setup:active", "a=setup:passive"),
         ),
         ("video rejected", good.replace("m=video 9", "m=video 0")),
+    ] {
+        assert!(
+            !answer_problems(&offer, &Sdp::parse(&bad)).is_empty(),
+            "the checks miss: {what}"
+        );
+    }
+}
+
+#[test]
+fn the_checks_catch_a_bad_answer_to_an_unbundled_offer() {
+    let offer_text = fixture("gstreamer_unbundled_av_offer.sdp");
+    let offer = Sdp::parse(&offer_text);
+    let good = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio0\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
+        a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=recvonly\r\na=rtcp-mux\r\n\
+        a=rtpmap:111 opus/48000/2\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:video1\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
+        a=fingerprint:sha-256 AA:BB\r\na=setup:active\r\na=inactive\r\n";
+    assert_eq!(
+        answer_problems(&offer, &Sdp::parse(good)),
+        Vec::<String>::new()
+    );
+    let swapped = {
+        let (audio, video) = good.split_at(good.find("m=video").unwrap());
+        let (session, audio) = audio.split_at(audio.find("m=audio").unwrap());
+        format!("{session}{video}{audio}")
+    };
+    for (what, bad) in [
+        (
+            "a BUNDLE group",
+            good.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE audio0\r\n"),
+        ),
+        ("video accepted", good.replace("m=video 0", "m=video 9")),
+        ("sections swapped", swapped),
+        ("no mid", good.replace("a=mid:video1\r\n", "")),
+        (
+            "no setup",
+            good.replace("a=setup:active\r\na=inactive", "a=inactive"),
+        ),
+        (
+            "a candidate in the rejected section",
+            good.replace(
+                "a=inactive\r\n",
+                "a=inactive\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n",
+            ),
+        ),
     ] {
         assert!(
             !answer_problems(&offer, &Sdp::parse(&bad)).is_empty(),

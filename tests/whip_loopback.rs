@@ -3,6 +3,9 @@
 //! decode (per-channel frequencies by Goertzel), and so is what must not be there (a
 //! publisher's tone after it left, a gap while another one still plays).
 
+#[path = "common/matrix.rs"]
+mod matrix;
+
 use mixcast::client::whep::{play, FrameArrival, PlayOptions, PlayReport};
 use mixcast::client::whip::{PublishOptions, PublishReport, Publisher};
 use mixcast::config::Config;
@@ -217,6 +220,12 @@ fn publisher_is_mixed_with_the_test_signal() {
             "a frame at RMS {level}: the publisher is not continuous"
         );
     }
+    matrix::record(
+        "mixcast",
+        "publisher",
+        true,
+        "1000 Hz heard over 440/660 Hz",
+    );
     server.shutdown();
 }
 

@@ -8,6 +8,7 @@
 pub mod egress;
 pub mod offer;
 pub mod sync;
+pub mod unbundled;
 
 use std::net::SocketAddr;
 

@@ -205,10 +205,23 @@ pub fn accept_with_video(
     if !offer.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("an SDP offer starts with v=0".into()));
     }
-    let parsed =
+    let mut parsed =
         SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
     check_shape(offer, role)?;
     let ice_lite = role == Role::Publisher && needs_ice_lite(offer);
+    // An offer without BUNDLE: str0m gets only the section we serve (see `unbundled`).
+    let unbundled = super::unbundled::plan(offer)?;
+    if let Some(plan) = &unbundled {
+        for why in plan.rejected() {
+            tracing::info!(
+                endpoint = role.endpoint(),
+                "offer without BUNDLE: rejected {why}"
+            );
+        }
+        parsed = SdpOffer::from_sdp_string(&plan.offer)
+            .map_err(|e| OfferError::Malformed(e.to_string()))?;
+    }
+    let served = unbundled.as_ref().map_or(offer, |p| p.offer.as_str());
 
     let mut builder = Rtc::builder()
         .clear_codecs()
@@ -227,7 +240,7 @@ pub fn accept_with_video(
         .enable_vp9(wanted(Codec::Vp9))
         .enable_av1(wanted(Codec::Av1))
         .enable_h265(wanted(Codec::H265));
-    if role == Role::Viewer && offer.contains("m=video") {
+    if role == Role::Viewer && served.contains("m=video") {
         // A viewer lines audio up with video by their sender reports; str0m sends audio
         // ones every 5 s by default, so lip-sync would only start after 5 s. Audio-only
         // viewers keep the default (fewer packets at scale).
@@ -253,7 +266,11 @@ pub fn accept_with_video(
         .sdp_api()
         .accept_offer(parsed)
         .map_err(|e| OfferError::Unusable(e.to_string()))?;
-    let answer = ensure_stereo(&answer.to_sdp_string());
+    let answer = match &unbundled {
+        Some(plan) => plan.restore(&answer.to_sdp_string())?,
+        None => answer.to_sdp_string(),
+    };
+    let answer = ensure_stereo(&answer);
     check_answer(&answer, role)?;
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
     Ok(Negotiated {

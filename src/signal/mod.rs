@@ -9,6 +9,7 @@ pub mod auth;
 pub mod endpoint;
 pub mod error;
 pub mod session;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,11 +1,19 @@
 #!/usr/bin/python3
-"""Publish a known tone to a WHIP endpoint with GStreamer's webrtcbin.
+"""Publish a known tone to a WHIP endpoint, or play a WHEP stream, with GStreamer's webrtcbin.
 
 The media stack is GStreamer's own: webrtcbin (ICE by libnice, DTLS by OpenSSL with
 webrtcbin's RSA certificate, SRTP, RTP), audiotestsrc, opusenc and rtpopuspay. Only the
 WHIP HTTP exchange is done here, the way GStreamer's `whipsink` does it: wait for ICE
 gathering to complete, POST the whole offer, apply the answer, never trickle, DELETE the
 session at the end.
+
+With --viewer the URL is a WHEP endpoint: webrtcbin offers to receive audio only
+(recvonly Opus), and rtpopusdepay, opusdec and audioconvert write what it hears to --pcm-out
+as raw interleaved stereo float32 at 48 kHz, for --seconds once connected.
+
+--bundle-policy none (webrtcbin's setting, as Meetecho's simple-whip-client sends for audio
+alone) makes an offer without a=group:BUNDLE: with --video vp8, audio and video on two
+transports.
 
 Why not Debian's `simple-whip-client`: in bookworm it aborts at start-up ("libsoup2 symbols
 detected. Using libsoup2 and libsoup3 in the same process is not supported"): it links
@@ -16,7 +24,7 @@ here sends to any non-loopback address; the offer's candidates are filtered too.
 
 Needs Debian's python3-gi, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1 and the GStreamer
 plugins (base, good, bad, nice), hence /usr/bin/python3. Exit status: 0 when the session
-connected and sent audio for --seconds, 1 on failure (the reason on stderr), 2 on bad
+connected and sent (or received) audio for --seconds, 1 on failure (the reason on stderr), 2 on bad
 arguments. On success the last stdout line is a JSON summary.
 """
 
@@ -53,16 +61,40 @@ def parse_args(argv):
     p.add_argument("--volume", type=float, default=0.25, help="audiotestsrc volume, 0..1")
     p.add_argument("--offer-out", help="write the POSTed offer to this file")
     p.add_argument(
+        "--bundle-policy",
+        choices=["none", "balanced", "max-compat", "max-bundle"],
+        default="max-bundle",
+        help="webrtcbin's bundle-policy (none: an offer without a=group:BUNDLE)",
+    )
+    p.add_argument("--video", choices=["none", "vp8"], default="none", help="also send video")
+    p.add_argument("--viewer", action="store_true", help="play a WHEP stream instead")
+    p.add_argument("--pcm-out", help="viewer: write the decoded audio here (f32le, 48 kHz, stereo)")
+    p.add_argument("--answer-out", help="write the server's answer to this file")
+    p.add_argument(
         "--pem",
         help="DTLS certificate and private key, PEM, instead of webrtcbin's own RSA one",
     )
     args = p.parse_args(argv)
+    if args.viewer and (not args.pcm_out or args.video != "none"):
+        p.error("--viewer needs --pcm-out and receives audio only")
     if args.seconds <= 0 or not 0 < args.volume <= 1:
         p.error("--seconds must be > 0 and --volume in (0, 1]")
     return args
 
 
 def pipeline_description(args):
+    if args.viewer:
+        # webrtcbin alone: its audio transceiver is added in Peer.__init__, and what it
+        # receives is decoded in Peer.on_pad_added.
+        return f"webrtcbin name=send bundle-policy={args.bundle_policy}"
+    video = []
+    if args.video == "vp8":
+        video = [
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1",
+            "! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96",
+            "! application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
+            "! send.",
+        ]
     # Two mono sines interleaved into one stereo stream: left first, right second.
     tone = (
         "audiotestsrc is-live=true wave=sine freq={hz} volume={vol} "
@@ -71,7 +103,7 @@ def pipeline_description(args):
     )
     return " ".join(
         [
-            "webrtcbin name=send bundle-policy=max-bundle",
+            f"webrtcbin name=send bundle-policy={args.bundle_policy}",
             "interleave name=mix",
             # interleave leaves the channels unpositioned, which opusenc would send as two
             # uncoupled mono streams (mapping family 255): make them front left and right.
@@ -85,6 +117,7 @@ def pipeline_description(args):
             tone.format(hz=args.left_hz, vol=args.volume, pad=0),
             tone.format(hz=args.right_hz, vol=args.volume, pad=1),
         ]
+        + video
     )
 
 
@@ -116,7 +149,7 @@ def with_fingerprint(sdp, fingerprint):
     return "\r\n".join(lines) + "\r\n"
 
 
-class Publisher:
+class Peer:
     def __init__(self, args):
         self.args = args
         self.loop = GLib.MainLoop()
@@ -126,6 +159,11 @@ class Publisher:
         self.answer = None
         self.connected = False
         self.pipeline = Gst.parse_launch(pipeline_description(args))
+        if not isinstance(self.pipeline, Gst.Pipeline):
+            # A description of one element (the viewer's webrtcbin) gives that element.
+            pipeline = Gst.Pipeline.new("viewer")
+            pipeline.add(self.pipeline)
+            self.pipeline = pipeline
         self.webrtc = self.pipeline.get_by_name("send")
         # Gather on loopback only: libnice uses just the addresses added here.
         # webrtcbin 1.22 keeps its ICE object with a floating reference: PyGObject sinks it
@@ -144,6 +182,16 @@ class Publisher:
             with open(args.pem, encoding="utf-8") as f:
                 self.pem = f.read()
             self.pipeline.connect("deep-element-added", self.on_element_added)
+        if args.viewer:
+            caps = Gst.Caps.from_string(
+                "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
+                f"payload={OPUS_PT},encoding-params=(string)2"
+            )
+            self.webrtc.emit(
+                "add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY, caps
+            )
+            self.webrtc.connect("pad-added", self.on_pad_added)
+        self.received_bytes = 0
         self.webrtc.connect("on-negotiation-needed", self.on_negotiation_needed)
         self.webrtc.connect("notify::ice-gathering-state", self.on_gathering_state)
         self.webrtc.connect("notify::connection-state", self.on_connection_state)
@@ -167,7 +215,25 @@ class Publisher:
         if factory is not None and factory.get_name() == "dtlssrtpdec":
             element.set_property("pem", self.pem)
 
+    def on_pad_added(self, _webrtc, pad):
+        # Viewer: the received Opus, decoded to stereo float at 48 kHz, into --pcm-out.
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        decode = Gst.parse_bin_from_description(
+            "rtpopusdepay ! opusdec ! audioconvert ! audioresample "
+            "! audio/x-raw,format=F32LE,rate=48000,channels=2,layout=interleaved "
+            f"! filesink name=pcm sync=false location={self.args.pcm_out}",
+            True,
+        )
+        self.pipeline.add(decode)
+        decode.sync_state_with_parent()
+        pad.link(decode.get_static_pad("sink"))
+
     def on_negotiation_needed(self, webrtc):
+        if self.args.viewer:
+            promise = Gst.Promise.new_with_change_func(self.on_offer_created, webrtc, None)
+            webrtc.emit("create-offer", None, promise)
+            return
         for i in range(64):
             transceiver = webrtc.emit("get-transceiver", i)
             if transceiver is None:
@@ -222,6 +288,9 @@ class Publisher:
             self.fail(f"POST {self.args.url}: status {status}, Location {location!r}")
             return False
         self.session_url = urllib.parse.urljoin(self.args.url, location)
+        if self.args.answer_out:
+            with open(self.args.answer_out, "w", encoding="utf-8") as f:
+                f.write(self.answer)
         ok, sdp = GstSdp.SDPMessage.new_from_text(self.answer)
         if ok != GstSdp.SDPResult.OK:
             self.fail(f"unparsable answer:\n{self.answer}")
@@ -261,12 +330,18 @@ class Publisher:
         sent = 0
         if stats is None:
             return sent
+        kind = (
+            GstWebRTC.WebRTCStatsType.INBOUND_RTP
+            if self.args.viewer
+            else GstWebRTC.WebRTCStatsType.OUTBOUND_RTP
+        )
+        field = "packets-received" if self.args.viewer else "packets-sent"
 
         def visit(_field, value, _data):
             nonlocal sent
-            if isinstance(value, Gst.Structure) and value.has_field("packets-sent"):
-                if value.get_value("type") == GstWebRTC.WebRTCStatsType.OUTBOUND_RTP:
-                    sent += value.get_value("packets-sent") or 0
+            if isinstance(value, Gst.Structure) and value.has_field(field):
+                if value.get_value("type") == kind:
+                    sent += value.get_value(field) or 0
             return True
 
         if os.environ.get("GST_WHIP_DEBUG_STATS"):
@@ -294,14 +369,15 @@ class Publisher:
         self.delete()
         if self.error is not None:
             raise RuntimeError(self.error)
-        return {"packets_sent": sent, "session_url": self.session_url}
+        key = "packets_received" if self.args.viewer else "packets_sent"
+        return {key: sent, "session_url": self.session_url}
 
 
 def main(argv):
     args = parse_args(argv)
     Gst.init(None)
     try:
-        summary = Publisher(args).run()
+        summary = Peer(args).run()
     except RuntimeError as e:
         print(f"gst_whip: {e}", file=sys.stderr)
         return 1
