@@ -30,14 +30,23 @@
 //! ticks) after the first packet of a new publisher. It then follows sequence numbers, one
 //! packet per pop:
 //! - a missing packet with later ones present is lost: `Lost` with the next packet for FEC
-//!   (several missing ones are given up on at once when the next present one is already due);
+//!   (several missing ones are given up on at once when the next present one is already due).
+//!   What is missing is counted by RTP timestamps, not sequence numbers: the next present
+//!   packet's timestamp against the one expected after the last frame played. Sequence
+//!   numbers passed over whose timestamps follow on (the packets on both sides are
+//!   consecutive in time) carried no audio: padding-only packets, which Chromium sends on
+//!   its audio SSRC as bandwidth probes and str0m drops before they reach us. They are
+//!   [`JitterStats::skipped`], played straight through, never concealed. A timestamp jump
+//!   larger than the sequence gap is a silence (DTX), not a loss beyond the gap;
 //! - a missing packet with nothing after it means the buffer ran dry (the packet is late or
 //!   lost, or the sender slow or silent): `Lost` without moving on. If the packet then comes,
 //!   it plays (the delay grew by a frame); if a later one comes instead, the concealed
 //!   frames stood in for the missing ones. Concealment continues until the waiting packet's
 //!   lag is back near the target; after [`MAX_DRY_CONCEAL`] such frames the buffer gives up
 //!   and re-buffers (`Empty`) like at the start, skipping packets that are stale by then.
-//!   This also covers DTX and other silences in the stream.
+//!   This also covers DTX and other silences in the stream. Frames concealed after the
+//!   last packet that no packet followed (the end of the stream, a silence) are
+//!   [`JitterStats::trailing`]: a fade-out, nothing missing.
 //!
 //! # Clock drift
 //! A sender whose clock is 0.1 % fast gains 1 ms a second on our tick. When the lag stays
@@ -110,6 +119,11 @@ const DROP_PATIENCE: u32 = 250;
 /// which it is done anyway (200 ms and 1 s).
 const INSERT_WINDOW: u32 = 10;
 const INSERT_PATIENCE: u32 = 50;
+/// RTP timestamp step of one packet until one is measured (20 ms at 48 kHz), and the
+/// longest step believed (120 ms, Opus's longest packet): a longer one between consecutive
+/// sequence numbers is a silence (DTX), not a packet's length.
+const DEFAULT_STEP: i64 = 960;
+const MAX_STEP: i64 = 5760;
 /// Extended sequence numbers start here so that a backwards jump never goes below zero.
 const SEQ_BASE: u64 = 1 << 32;
 const FRAME_US: i64 = FRAME_DURATION.as_micros() as i64;
@@ -180,8 +194,12 @@ pub struct JitterStats {
     pub received: u64,
     /// Packets handed out to decode (including both of a [`Pop::Merge`]).
     pub played: u64,
-    /// Packets given up on as missing.
+    /// Packets given up on as missing: frames of audio missing by their timestamps.
     pub lost: u64,
+    /// Sequence numbers passed over that carried no audio: the packets on both sides of
+    /// the gap have consecutive timestamps. These are padding-only packets (Chromium's
+    /// bandwidth probes ride on its audio stream), which str0m drops before the buffer.
+    pub skipped: u64,
     /// Packets that came after their turn (a lost packet that turns up later counts here too).
     pub late: u64,
     /// Duplicates dropped.
@@ -192,6 +210,11 @@ pub struct JitterStats {
     pub overflow: u64,
     /// Frames concealed because the buffer ran dry (or was catching up after running dry).
     pub underruns: u64,
+    /// Of the underruns, the frames concealed after the last packet of a stretch of
+    /// audio: before the buffer gave up and re-buffered (a silence, a restarted sender), or
+    /// up to now with nothing come since (the publisher stopped, or is about to leave).
+    /// Nothing is missing there: the concealment fades the audio out.
+    pub trailing: u64,
     /// [`Pop::Merge`]s: frames dropped because the buffer was too deep.
     pub drift_drops: u64,
     /// [`Pop::Stretch`]es: packets played longer because the buffer was too shallow.
@@ -258,6 +281,11 @@ pub struct JitterBuffer {
     last_lag: Option<i64>,
     /// Extended RTP timestamp of the last packet played.
     last_played_ts: Option<i64>,
+    /// Extended RTP timestamp the next frame should have: after the last packet played,
+    /// plus a step per frame given up on since. `None` until the first play after a start.
+    expect_ts: Option<i64>,
+    /// RTP timestamp step of one packet, measured between consecutive sequence numbers.
+    step: i64,
     quiet: bool,
     suspects: u32,
     stats: JitterStats,
@@ -291,6 +319,8 @@ impl JitterBuffer {
             last_ts: 0,
             last_ts_ext: 0,
             last_played_ts: None,
+            expect_ts: None,
+            step: DEFAULT_STEP,
             transits: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
@@ -382,6 +412,7 @@ impl JitterBuffer {
         slot.data[..payload.len()].copy_from_slice(payload);
         self.ready += 1;
         self.stats.received += 1;
+        self.learn_step(ext);
         if resynced {
             Pushed::Resynced
         } else {
@@ -418,25 +449,78 @@ impl JitterBuffer {
                 return self.dry_pop();
             }
             // The frames concealed while dry stood in for the missing packets (if any).
-            self.stats.lost += present - next;
-            self.next = present;
+            self.pass_over(present);
             self.dry = 0;
             return self.play_next(lag, now_us);
         }
         if present == next {
             return self.play_next(lag, now_us);
         }
-        // `next` is lost. If the next present packet is already due, everything before it
-        // is given up on at once (one concealed frame, not one per packet).
-        let resume = if lag >= self.target_us {
-            present
-        } else {
-            next + 1
+        let missing = self.missing_before(present);
+        if missing == 0 {
+            // The sequence numbers in between carried no audio (padding): not a loss.
+            self.pass_over(present);
+            return self.play_next(lag, now_us);
+        }
+        // Audio is missing before `present`. If `present` is already due, or right after
+        // the one missing frame, everything before it is given up on at once (one
+        // concealed frame, not one per packet).
+        if lag >= self.target_us || missing == 1 {
+            self.pass_over(present);
+            self.expect_ts = Some(self.slots[Self::index(present)].ts);
+            return Pop::Lost {
+                fec_from_next: Some(self.payload(present)),
+            };
+        }
+        // One frame of several missing is concealed now; the rest at the next pops.
+        self.stats.lost += 1;
+        self.next = next + 1;
+        self.expect_ts = self.expect_ts.map(|t| t + self.step);
+        Pop::Lost {
+            fec_from_next: None,
+        }
+    }
+
+    /// Moves `next` up to `present`: the sequence numbers passed over count as lost as far
+    /// as audio is missing by the timestamps, as skipped (padding) for the rest.
+    fn pass_over(&mut self, present: u64) {
+        let missing = self.missing_before(present);
+        self.stats.lost += missing;
+        self.stats.skipped += present - self.next - missing;
+        self.next = present;
+    }
+
+    /// Frames of audio missing before the ready packet `present` (after `next`): by
+    /// timestamp since the last frame played or given up on, at most one per sequence
+    /// number in between (a jump beyond that is a silence). By sequence numbers alone
+    /// before the first play.
+    fn missing_before(&self, present: u64) -> u64 {
+        let seqs = present.saturating_sub(self.next);
+        let Some(expect) = self.expect_ts else {
+            return seqs;
         };
-        self.stats.lost += resume - next;
-        self.next = resume;
-        let fec_from_next = (resume == present).then(|| self.payload(present));
-        Pop::Lost { fec_from_next }
+        let gap = self.slots[Self::index(present)].ts - expect;
+        if gap <= self.step / 2 {
+            return 0;
+        }
+        let frames = u64::try_from((gap + self.step / 2) / self.step).unwrap_or(u64::MAX);
+        frames.min(seqs)
+    }
+
+    /// Measures the timestamp step of one packet from `ext` and its neighbours in
+    /// sequence, when they are here (or were played).
+    fn learn_step(&mut self, ext: u64) {
+        let ts = self.slots[Self::index(ext)].ts;
+        let held = |s: u64| {
+            let slot = &self.slots[Self::index(s)];
+            (slot.state != SlotState::Free && slot.seq == s).then_some(slot.ts)
+        };
+        let step = held(ext - 1)
+            .map(|before| ts - before)
+            .or_else(|| held(ext + 1).map(|after| after - ts));
+        if let Some(step) = step.filter(|d| (1..=MAX_STEP).contains(d)) {
+            self.step = step;
+        }
     }
 
     /// Plays `self.next` (ready, with lag `lag`), or corrects the drift instead.
@@ -532,9 +616,12 @@ impl JitterBuffer {
             .map(|ts| self.last_ts.wrapping_add((ts - self.last_ts_ext) as u32))
     }
 
-    /// The counters.
+    /// The counters. Frames concealed since the buffer ran dry count as
+    /// [`JitterStats::trailing`] until a packet comes and plays after them.
     pub fn stats(&self) -> JitterStats {
-        self.stats
+        let mut s = self.stats;
+        s.trailing += u64::from(self.dry);
+        s
     }
 
     fn index(seq: u64) -> usize {
@@ -561,6 +648,7 @@ impl JitterBuffer {
         let slot = &mut self.slots[Self::index(seq)];
         if slot.state == SlotState::Ready && slot.seq == seq {
             self.last_played_ts = Some(slot.ts);
+            self.expect_ts = Some(slot.ts + self.step);
             slot.state = SlotState::Played;
             self.ready -= 1;
             self.stats.played += 1;
@@ -592,6 +680,8 @@ impl JitterBuffer {
     fn dry_pop(&mut self) -> Pop<'_> {
         self.dry += 1;
         if self.dry > MAX_DRY_CONCEAL {
+            // No packet came after these frames: they faded the audio out.
+            self.stats.trailing += u64::from(MAX_DRY_CONCEAL);
             self.playing = false;
             self.dry = 0;
             self.reset_lag_watch();
@@ -690,8 +780,11 @@ impl JitterBuffer {
         self.transit_len = 0;
         self.transit_pos = 0;
         self.playing = false;
+        // Frames concealed after the old stream's last packet faded it out.
+        self.stats.trailing += u64::from(self.dry);
         self.dry = 0;
         self.last_lag = None;
+        self.expect_ts = None;
         self.reset_lag_watch();
         self.stats.resyncs += 1;
     }
@@ -967,6 +1060,246 @@ mod tests {
         let s = jb.stats();
         assert_eq!(s.lost, lost.len() as u64);
         assert_eq!(s.played + s.lost, 1000);
+    }
+
+    /// Moves the sequence numbers of `sent` on by `gaps[k]` before every `every`-th packet
+    /// (from the `first`-th on): padding-only packets in between that never reach the
+    /// buffer. Returns the sequence numbers skipped.
+    fn with_padding(sent: &mut [Sent], first: usize, every: usize, gaps: &[u16]) -> u64 {
+        let mut shift = 0u16;
+        let mut k = 0;
+        for (i, s) in sent.iter_mut().enumerate() {
+            if i >= first && (i - first) % every == 0 {
+                shift = shift.wrapping_add(gaps[k % gaps.len()]);
+                k += 1;
+            }
+            s.seq = s.seq.wrapping_add(shift);
+        }
+        sent.iter()
+            .zip(sent.iter().skip(1))
+            .map(|(a, b)| u64::from(b.seq.wrapping_sub(a.seq)) - 1)
+            .sum()
+    }
+
+    /// Pops that concealed a frame while packets were still coming (not the dry end).
+    fn concealed_within(got: &[Got]) -> usize {
+        playing_span(got)
+            .iter()
+            .filter(|g| matches!(g, Got::Lost(_)))
+            .count()
+    }
+
+    #[test]
+    fn padding_gaps_are_skipped_not_lost() {
+        // Chromium's probes: seq gaps of 11, 8, 2, 2, 2, 3 (as seen on loopback) with the
+        // timestamps on both sides 960 apart, with up to 5 ms of jitter.
+        let mut rng = Rng(21);
+        let mut sent = stream(1500, 25_000, 3_303_044_278, 20 * MS);
+        for s in &mut sent {
+            s.at += Duration::from_micros(rng.below(5_000));
+        }
+        let mut plain = JitterBuffer::new();
+        run(&mut plain, sent.clone(), MS, 1530);
+        let skipped = with_padding(&mut sent, 3, 40, &[10, 7, 1, 1, 1, 2]);
+        assert!(skipped > 100, "{skipped}");
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 1530);
+        assert_eq!(played(&got), (0..1500).collect::<Vec<_>>());
+        assert_eq!(concealed_within(&got), 0, "{:?}", playing_span(&got));
+        let s = jb.stats();
+        assert_eq!((s.lost, s.skipped, s.late), (0, skipped, 0), "{s:?}");
+        // No frame of delay per gap, so the drift control does what it does without the
+        // padding (here one drop: the start delay coming down to the target).
+        let p = plain.stats();
+        assert_eq!(
+            (s.drift_drops, s.drift_inserts),
+            (p.drift_drops, p.drift_inserts)
+        );
+        assert!(s.drift_drops <= 1, "{s:?}");
+        assert_eq!(
+            (s.underruns, s.trailing),
+            (trailing_dry(&got), trailing_dry(&got))
+        );
+    }
+
+    #[test]
+    fn padding_gaps_at_the_start_are_skipped() {
+        // The first packets' gaps come before anything has played (gaps of 11 and 8 right
+        // after the first packet, as Chromium's first probes do).
+        let mut sent = stream(200, 100, 0, 20 * MS);
+        let skipped = with_padding(&mut sent, 1, 1, &[10, 7, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 220);
+        assert_eq!(played(&got), (0..200).collect::<Vec<_>>());
+        assert_eq!(concealed_within(&got), 0, "{:?}", playing_span(&got));
+        let s = jb.stats();
+        assert_eq!((s.lost, s.skipped), (0, skipped), "{s:?}");
+        // The start delay (40..60 ms) and not a frame more per gap.
+        assert!(jb.lag().unwrap() <= 60 * MS, "{:?}", jb.lag());
+    }
+
+    #[test]
+    fn real_losses_next_to_padding_are_lost_and_concealed_with_fec() {
+        let mut sent = stream(600, 65_000, u32::MAX - 960 * 300, 20 * MS);
+        let skipped = with_padding(&mut sent, 10, 30, &[3, 1]);
+        // Every 50th packet is lost, some of them right after a padding gap.
+        let lost: Vec<u32> = (25..600).step_by(50).chain([40, 100, 160]).collect();
+        sent.retain(|s| !lost.contains(&id(&s.payload)));
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 630);
+        let span = playing_span(&got);
+        let mut expect = 0;
+        for g in span {
+            match *g {
+                Got::Packet(i) => {
+                    assert_eq!(i, expect);
+                    expect += 1;
+                }
+                Got::Lost(fec) => {
+                    assert!(lost.contains(&expect), "{expect} reported lost");
+                    // With the next packet for FEC, however many padding seqs are between.
+                    assert_eq!(fec, Some(expect + 1));
+                    expect += 1;
+                }
+                other => panic!("{other:?} at {expect}"),
+            }
+        }
+        assert_eq!(expect, 600);
+        let s = jb.stats();
+        assert_eq!((s.lost, s.skipped), (lost.len() as u64, skipped), "{s:?}");
+        assert_eq!(s.played, 600 - lost.len() as u64);
+    }
+
+    #[test]
+    fn dtx_silences_are_not_losses() {
+        // Opus DTX: during silence one packet every 400 ms (timestamps 19,200 apart,
+        // sequence numbers consecutive), here for 2 s between two talk spurts; and a
+        // silence of 1 s with padding in it (a seq gap of 3 across the timestamp jump).
+        let mut sent = Vec::new();
+        let (mut seq, mut ts, mut at) = (40_000u16, 7u32, Duration::ZERO);
+        let mut i = 0u32;
+        let mut add = |seq: &mut u16, ts: &mut u32, at: &mut Duration, step: u32, dt| {
+            sent.push(Sent {
+                at: *at,
+                seq: *seq,
+                ts: *ts,
+                payload: i.to_le_bytes().to_vec(),
+            });
+            i += 1;
+            *seq = seq.wrapping_add(1);
+            *ts = ts.wrapping_add(step);
+            *at += dt;
+        };
+        for _ in 0..100 {
+            add(&mut seq, &mut ts, &mut at, 960, 20 * MS);
+        }
+        for _ in 0..5 {
+            add(&mut seq, &mut ts, &mut at, 19_200, 400 * MS);
+        }
+        for _ in 0..100 {
+            add(&mut seq, &mut ts, &mut at, 960, 20 * MS);
+        }
+        // One second of nothing, with three padding packets in it.
+        ts = ts.wrapping_add(48_000);
+        at += Duration::from_secs(1);
+        seq = seq.wrapping_add(3);
+        for _ in 0..100 {
+            add(&mut seq, &mut ts, &mut at, 960, 20 * MS);
+        }
+        let n = i;
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 480);
+        assert_eq!(played(&got), (0..n).collect::<Vec<_>>());
+        let s = jb.stats();
+        // Each silence ends with a restart from the packet that came (the padding before
+        // it is passed over then, neither lost nor skipped).
+        assert_eq!((s.lost, s.resyncs, s.starts), (0, 0, 7), "{s:?}");
+        // Each silence ran the buffer dry: its concealment is a fade-out, all trailing.
+        assert_eq!(s.trailing, s.underruns, "{s:?}");
+    }
+
+    #[test]
+    fn padding_and_losses_across_a_resync() {
+        let mut sent = stream(100, 40_000, 1_000_000, 20 * MS);
+        let first_skipped = with_padding(&mut sent, 20, 20, &[2]);
+        // The sender restarts with new bases; its stream has padding gaps too, and one loss.
+        let mut second = stream(100, 123, 3_000_000_000, 20 * MS);
+        for s in &mut second {
+            s.at += Duration::from_millis(2100);
+            let i = id(&s.payload) + 1000;
+            s.payload = i.to_le_bytes().to_vec();
+        }
+        let second_skipped = with_padding(&mut second, 10, 25, &[4]);
+        second.retain(|s| id(&s.payload) != 1050);
+        sent.extend(second);
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 230);
+        let p = played(&got);
+        assert_eq!(&p[..100], &(0..100).collect::<Vec<_>>()[..]);
+        // The new stream from its second packet (the first confirms the restart).
+        let want: Vec<u32> = (1001..1100).filter(|&i| i != 1050).collect();
+        assert_eq!(&p[100..], &want[..]);
+        let s = jb.stats();
+        assert_eq!((s.resyncs, s.lost), (1, 1), "{s:?}");
+        assert_eq!(s.skipped, first_skipped + second_skipped, "{s:?}");
+        // The old stream's dry end before the restart faded it out.
+        assert_eq!(s.trailing, s.underruns, "{s:?}");
+    }
+
+    #[test]
+    fn ten_ms_packets_with_padding() {
+        // 10 ms packets (timestamps 480 apart), two pops per tick, padding every 30.
+        let mut sent: Vec<Sent> = (0..1000u32)
+            .map(|i| Sent {
+                at: 10 * MS * i,
+                seq: 9u16.wrapping_add(i as u16),
+                ts: 480 * i,
+                payload: i.to_le_bytes().to_vec(),
+            })
+            .collect();
+        let skipped = with_padding(&mut sent, 5, 30, &[2, 5]);
+        sent.retain(|s| id(&s.payload) != 500);
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new();
+        let mut sent = sent.into_iter().peekable();
+        let mut got = Vec::new();
+        for k in 0..520u32 {
+            let now = MS + FRAME_DURATION * k;
+            while let Some(s) = sent.next_if(|s| s.at <= now) {
+                jb.push(s.seq, s.ts, &s.payload, t0 + s.at);
+            }
+            for _ in 0..2 {
+                got.push(match jb.pop(t0 + now) {
+                    Pop::Packet(p) => Got::Packet(id(p)),
+                    Pop::Lost { fec_from_next } => Got::Lost(fec_from_next.map(id)),
+                    Pop::Merge { first, second } => Got::Merge(id(first), id(second)),
+                    Pop::Stretch(p) => Got::Stretch(id(p)),
+                    Pop::Empty => Got::Empty,
+                });
+            }
+        }
+        let want: Vec<u32> = (0..1000).filter(|&i| i != 500).collect();
+        assert_eq!(played(&got), want);
+        let s = jb.stats();
+        assert_eq!((s.lost, s.skipped), (1, skipped), "{s:?}");
+        assert!(got.contains(&Got::Lost(Some(501))));
+    }
+
+    #[test]
+    fn a_late_packet_after_running_dry_is_not_trailing() {
+        // Packet 40 comes 50 ms late: the buffer runs dry, then 40 comes and plays. Those
+        // frames were concealment within the stream; only the end of the stream trails.
+        let mut sent = stream(100, 0, 0, 20 * MS);
+        for s in &mut sent[40..] {
+            s.at += 50 * MS;
+        }
+        let mut jb = JitterBuffer::new();
+        let got = run(&mut jb, sent, MS, 120);
+        assert_eq!(played(&got), (0..100).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert_eq!(s.lost, 0, "{s:?}");
+        assert_eq!(s.trailing, trailing_dry(&got), "{s:?}");
+        assert!(s.underruns > s.trailing, "{s:?}");
     }
 
     #[test]

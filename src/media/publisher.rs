@@ -93,12 +93,20 @@ pub struct PublisherStats {
     pub packets: u64,
     /// Packets decoded.
     pub played: u64,
-    /// Packets given up on as missing.
+    /// Packets given up on as missing (frames of audio missing by their RTP timestamps).
     pub lost: u64,
+    /// Sequence numbers passed over that carried no audio (padding-only packets, such as
+    /// Chromium's bandwidth probes, which str0m drops): not a loss.
+    pub skipped: u64,
     /// Lost frames rebuilt from the next packet's in-band FEC.
     pub fec_recovered: u64,
-    /// Frames made up by concealment (loss without FEC, running dry, drift, bad packets).
+    /// Frames made up by concealment within the stream: loss without FEC, running dry
+    /// until a late packet came, drift, bad packets. Not the frames after the last packet
+    /// (see `concealed_at_end`).
     pub concealed: u64,
+    /// Frames concealed after the last packet that no packet followed: the fade-out when
+    /// the publisher stops or leaves (or before a silence). Nothing was missing there.
+    pub concealed_at_end: u64,
     /// Packets that came after their turn.
     pub late: u64,
     /// Duplicate packets dropped.
@@ -132,7 +140,7 @@ pub struct PublisherStats {
     pub playout_rtp: Option<u32>,
 }
 
-const WORDS: usize = 19;
+const WORDS: usize = 21;
 
 impl PublisherStats {
     fn to_words(self) -> [u64; WORDS] {
@@ -142,6 +150,8 @@ impl PublisherStats {
             self.lost,
             self.fec_recovered,
             self.concealed,
+            self.skipped,
+            self.concealed_at_end,
             self.late,
             self.duplicates,
             self.dropped_for_drift,
@@ -167,21 +177,23 @@ impl PublisherStats {
             lost: w[2],
             fec_recovered: w[3],
             concealed: w[4],
-            late: w[5],
-            duplicates: w[6],
-            dropped_for_drift: w[7],
-            inserted_for_drift: w[8],
-            underruns: w[9],
-            overflow: w[10],
-            invalid: w[11],
-            decode_errors: w[12],
-            resyncs: w[13],
-            target_delay: Duration::from_micros(w[14]),
-            delay: Duration::from_micros(w[15]),
-            idle: w[16] != 0,
-            finished: w[17] != 0,
+            skipped: w[5],
+            concealed_at_end: w[6],
+            late: w[7],
+            duplicates: w[8],
+            dropped_for_drift: w[9],
+            inserted_for_drift: w[10],
+            underruns: w[11],
+            overflow: w[12],
+            invalid: w[13],
+            decode_errors: w[14],
+            resyncs: w[15],
+            target_delay: Duration::from_micros(w[16]),
+            delay: Duration::from_micros(w[17]),
+            idle: w[18] != 0,
+            finished: w[19] != 0,
             // Truncation keeps the low 32 bits: the timestamp.
-            playout_rtp: (w[18] >> 32 != 0).then_some(w[18] as u32),
+            playout_rtp: (w[20] >> 32 != 0).then_some(w[20] as u32),
         }
     }
 }
@@ -359,7 +371,16 @@ impl PublisherInput {
         let drained = a.len() + b.len();
         for r in a.iter().chain(b) {
             let len = usize::from(r.len).min(MAX_PAYLOAD);
-            self.jitter.push(r.seq, r.ts, &r.data[..len], r.arrival);
+            let pushed = self.jitter.push(r.seq, r.ts, &r.data[..len], r.arrival);
+            tracing::trace!(
+                publisher = %self.name,
+                seq = r.seq,
+                ts = r.ts,
+                len,
+                arrival_us = signed_us(first_tick, r.arrival),
+                ?pushed,
+                "jitter push"
+            );
         }
         self.cons.skip(drained);
         let left = !self.cons.write_is_held();
@@ -370,12 +391,27 @@ impl PublisherInput {
         let gone = left && self.jitter.buffered() == 0;
         while !gone && self.out.queue.have < FRAME_SAMPLES && pops < MAX_POPS_PER_FILL {
             pops += 1;
-            match self.jitter.pop(now) {
+            let pop = self.jitter.pop(now);
+            let kind = pop_kind(&pop);
+            let empty = pop == Pop::Empty;
+            match pop {
                 Pop::Packet(p) => self.out.decode(p),
                 Pop::Lost { fec_from_next } => self.out.lost(fec_from_next),
                 Pop::Merge { first, second } => self.out.merge(first, second),
                 Pop::Stretch(p) => self.out.stretch(p),
-                Pop::Empty => break,
+                Pop::Empty => {}
+            }
+            tracing::trace!(
+                publisher = %self.name,
+                now_us = signed_us(first_tick, now),
+                pop = kind,
+                lag_us = self.jitter.lag().map(|l| l.as_micros() as u64),
+                target_us = self.jitter.target().as_micros() as u64,
+                buffered = self.jitter.buffered(),
+                "jitter pop"
+            );
+            if empty {
+                break;
             }
         }
 
@@ -411,12 +447,32 @@ impl PublisherInput {
             self.playout_rtp = None;
         }
 
+        let was_finished = self.finished;
         self.finished = left && !self.sounding && self.jitter.buffered() == 0;
         let idle = match self.jitter.last_arrival() {
             Some(_) => self.jitter.is_idle(now, IDLE_TIMEOUT),
             None => now.saturating_duration_since(first_tick) >= FIRST_PACKET_TIMEOUT,
         };
-        self.publish(idle);
+        let s = self.publish(idle);
+        if self.finished && !was_finished {
+            // The whole account of the publisher's audio, once it has faded out of the mix
+            // (the session's "publisher left" line comes from the engine, a tick or so
+            // earlier).
+            tracing::info!(
+                publisher = %self.name,
+                packets = s.packets,
+                played = s.played,
+                lost = s.lost,
+                skipped = s.skipped,
+                fec_recovered = s.fec_recovered,
+                concealed = s.concealed,
+                concealed_at_end = s.concealed_at_end,
+                late = s.late,
+                drift_drops = s.dropped_for_drift,
+                drift_inserts = s.inserted_for_drift,
+                "publisher audio ended"
+            );
+        }
     }
 
     /// True when the feed is gone and the input has faded out (as of the last tick).
@@ -424,14 +480,17 @@ impl PublisherInput {
         self.finished
     }
 
-    fn publish(&self, idle: bool) {
+    fn publish(&self, idle: bool) -> PublisherStats {
         let j: JitterStats = self.jitter.stats();
         let stats = PublisherStats {
             packets: j.received,
             played: j.played,
             lost: j.lost,
+            skipped: j.skipped,
             fec_recovered: self.out.fec_recovered,
-            concealed: self.out.concealed,
+            // Every frame concealed after the last packet was one of these (a dry pop).
+            concealed: self.out.concealed.saturating_sub(j.trailing),
+            concealed_at_end: j.trailing,
             late: j.late,
             duplicates: j.duplicates,
             dropped_for_drift: j.drift_drops,
@@ -450,6 +509,7 @@ impl PublisherInput {
         for (word, value) in self.shared.words.iter().zip(stats.to_words()) {
             word.store(value, Ordering::Relaxed);
         }
+        stats
     }
 }
 
@@ -472,6 +532,30 @@ impl Source for PublisherInput {
 
     fn is_finished(&self) -> bool {
         self.finished
+    }
+}
+
+/// `t - from` in µs, negative when earlier (for trace logs).
+fn signed_us(from: Instant, t: Instant) -> i64 {
+    match t.checked_duration_since(from) {
+        Some(d) => d.as_micros() as i64,
+        None => -(from.saturating_duration_since(t).as_micros() as i64),
+    }
+}
+
+/// A pop's kind, for trace logs.
+fn pop_kind(pop: &Pop<'_>) -> &'static str {
+    match pop {
+        Pop::Packet(_) => "packet",
+        Pop::Lost {
+            fec_from_next: Some(_),
+        } => "lost+next",
+        Pop::Lost {
+            fec_from_next: None,
+        } => "lost",
+        Pop::Merge { .. } => "merge",
+        Pop::Stretch(_) => "stretch",
+        Pop::Empty => "empty",
     }
 }
 
@@ -940,8 +1024,65 @@ mod tests {
         assert_clean_end(&out, first, 250);
         let s = input.stats();
         assert_eq!((s.packets, s.played, s.lost), (250, 250, 0));
-        assert_eq!(s.concealed, s.underruns, "{s:?}");
+        // Nothing concealed within the stream; the frames after the last packet are the
+        // fade-out, counted apart.
+        assert_eq!((s.concealed, s.concealed_at_end), (0, s.underruns), "{s:?}");
+        assert_eq!(s.underruns, MAX_DRY_CONCEAL as u64, "{s:?}");
         assert!(!s.idle && !s.finished);
+    }
+
+    #[test]
+    fn padding_between_packets_is_not_a_loss() {
+        // Chromium's bandwidth probes: padding-only packets on the audio SSRC take sequence
+        // numbers, str0m drops them, so the audio packets around them are 2..12 apart in
+        // sequence but consecutive in time (seen on loopback: gaps of 11, 8, 2, 2, 2, 3).
+        let packets = tone_packets(500);
+        let mut sent = schedule(&packets, 20 * MS, 3_000, 0);
+        let mut shift = 0u16;
+        for (i, s) in sent.iter_mut().enumerate() {
+            if i % 37 == 20 {
+                shift += [10, 7, 1, 1, 2][i % 5];
+            }
+            s.seq = s.seq.wrapping_add(shift);
+        }
+        let (mut feed, mut input) = publisher_channel().unwrap();
+        let out = play(&mut input, &mut feed, sent, 530);
+        let (first, _) = sounding(&out);
+        let s = input.stats();
+        assert_eq!(s.skipped, u64::from(shift), "{s:?}");
+        assert_eq!((s.played, s.lost, s.concealed), (500, 0, 0), "{s:?}");
+        // No frame of delay was added per gap, so the drift control has nothing to undo.
+        assert_eq!(s.dropped_for_drift + s.inserted_for_drift, 0, "{s:?}");
+        assert_steady_tone(&out[first + 1..first + 500], 0.33);
+        assert_clean_end(&out, first, 500);
+    }
+
+    #[test]
+    fn concealment_after_the_last_packet_is_counted_apart() {
+        // The publisher's last packet plays, the buffer runs dry for three ticks, then the
+        // publisher leaves (its DELETE drops the feed): those three frames were the audio
+        // fading out, not a loss.
+        let packets = tone_packets(100);
+        let (mut feed, mut input) = publisher_channel().unwrap();
+        let sent = schedule(&packets, 20 * MS, 0, 0);
+        let out = play(&mut input, &mut feed, sent, 104);
+        let mut s = input.stats();
+        assert_eq!((s.played, s.lost, s.concealed), (100, 0, 0), "{s:?}");
+        assert!(s.concealed_at_end > 0, "{s:?}");
+        let dry = s.concealed_at_end;
+        drop(feed);
+        let mut frame = [0f32; FRAME_LEN];
+        let t0 = Instant::now() + FRAME_DURATION * 104;
+        for k in 0..5 {
+            input.fill_at(&mut frame, t0 + FRAME_DURATION * k);
+        }
+        assert!(input.is_finished());
+        s = input.stats();
+        assert_eq!((s.concealed, s.concealed_at_end), (0, dry), "{s:?}");
+        assert_eq!(s.underruns, dry, "{s:?}");
+        // And they were heard as the tone carrying on, not as silence.
+        let (_, last) = sounding(&out);
+        assert!(last >= 101, "silent from {last}");
     }
 
     #[test]
@@ -984,7 +1125,10 @@ mod tests {
         let (first, _) = sounding(&out);
         let s = input.stats();
         assert_eq!(s.lost, lost, "{s:?}");
-        assert!(s.concealed >= lost, "{s:?}");
+        // A frame per loss, except that a run of losses whose next packet is already due
+        // is given up on with one frame; the dry end of the stream is counted apart.
+        assert!(s.concealed <= lost && s.concealed + 3 >= lost, "{s:?}");
+        assert_eq!(s.concealed_at_end, MAX_DRY_CONCEAL as u64, "{s:?}");
         // One frame per packet, lost or not, give or take the drift control's corrections.
         let frames =
             500 + s.inserted_for_drift + s.underruns - MAX_DRY_CONCEAL as u64 - s.dropped_for_drift;
@@ -1029,7 +1173,7 @@ mod tests {
         let frames = 3000 - s.dropped_for_drift as usize;
         assert_clean_end(&out, first, frames);
         assert_eq!((s.lost, s.late, s.inserted_for_drift), (0, 0, 0), "{s:?}");
-        assert_eq!(s.concealed, s.underruns, "{s:?}");
+        assert_eq!((s.concealed, s.concealed_at_end), (0, s.underruns), "{s:?}");
         assert!(s.delay <= 60 * MS, "{s:?}");
         assert_steady_sine(&out[first + 1..first + frames], 0.3, DRIFT_HZ);
     }
@@ -1213,8 +1357,9 @@ mod tests {
         let out = play(&mut input, &mut feed, sent, 210);
         let s = input.stats();
         assert_eq!((s.lost, s.fec_recovered), (19, with_fec), "{s:?}");
-        // The losses without FEC were concealed, besides the dry end of the stream.
-        assert_eq!(s.concealed, 19 - with_fec + s.underruns, "{s:?}");
+        // The losses without FEC were concealed; the dry end of the stream is counted apart.
+        assert_eq!(s.concealed, 19 - with_fec, "{s:?}");
+        assert_eq!(s.concealed_at_end, s.underruns, "{s:?}");
         let (first, _) = sounding(&out);
         for (i, f) in out[first + 5..first + 200].iter().enumerate() {
             assert!(frame_rms(f) > 0.01, "frame {i}: {}", frame_rms(f));
