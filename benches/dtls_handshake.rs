@@ -67,6 +67,7 @@ fn handshake(server_provider: &dyn DtlsProvider, client_provider: &dyn DtlsProvi
         .new_dtls(&cert, now, DtlsVersion::Dtls12, Some(1150))
         .unwrap();
     server.set_active(false);
+    server.handle_timeout(now).unwrap();
     let mut spent = start.elapsed();
     client.set_active(true);
     client.handle_timeout(now).unwrap();
