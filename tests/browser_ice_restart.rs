@@ -270,8 +270,8 @@ fn restart_keeps_the_tone(
         let deadline = Instant::now() + Duration::from_secs(15);
         let after = loop {
             let s = stats(browser)?;
-            if s["localUfrag"] == restart["ufrag"] && s["ice"] == "connected"
-                || s["ice"] == "completed" && s["localUfrag"] == restart["ufrag"]
+            if s["localUfrag"] == restart["ufrag"]
+                && (s["ice"] == "connected" || s["ice"] == "completed")
             {
                 break s;
             }

@@ -1069,7 +1069,7 @@ mod tests {
         let mut shift = 0u16;
         let mut k = 0;
         for (i, s) in sent.iter_mut().enumerate() {
-            if i >= first && (i - first) % every == 0 {
+            if i >= first && (i - first).is_multiple_of(every) {
                 shift = shift.wrapping_add(gaps[k % gaps.len()]);
                 k += 1;
             }
