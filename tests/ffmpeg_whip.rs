@@ -13,6 +13,8 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[path = "common/matrix.rs"]
+mod matrix;
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/tone.rs"]
@@ -182,14 +184,24 @@ fn publish_and_listen(test: &str, stream: &str, cert: Option<&certs::Pem>) {
     );
     assert!(!report.disconnected, "viewer: {}", summary(&report));
     assert_eq!(report.decode_errors, 0, "viewer: {}", summary(&report));
-    match tone::check_stereo_tone(&report.pcm, LEFT_HZ, RIGHT_HZ, 2.0) {
-        Ok((left, right)) => eprintln!("{test}: left {left:?}, right {right:?}"),
-        Err(e) => panic!(
-            "FFmpeg's tone did not come out of the mix: {e}\nviewer: {}\npublisher: {stdout}",
-            summary(&report)
-        ),
-    }
+    let heard = tone::check_stereo_tone(&report.pcm, LEFT_HZ, RIGHT_HZ, 2.0)
+        .map(|(left, right)| {
+            eprintln!("{test}: left {left:?}, right {right:?}");
+            format!("{LEFT_HZ}/{RIGHT_HZ} Hz heard by a viewer, H264 sent")
+        })
+        .map_err(|e| {
+            format!(
+                "FFmpeg's tone did not come out of the mix: {e}\nviewer: {}\npublisher: {stdout}",
+                summary(&report)
+            )
+        });
     server.shutdown();
+    // The matrix cell is FFmpeg with the certificate it makes itself.
+    if cert.is_none() {
+        matrix::cell("ffmpeg", "publisher", || heard);
+    } else if let Err(why) = heard {
+        panic!("{why}");
+    }
 }
 
 /// FFmpeg with its own certificate: built with GnuTLS (PyAV's wheels, Debian's ffmpeg) it
