@@ -263,6 +263,10 @@ impl DtlsInstance for Session {
             // started at `set_active`, and an empty read would be an EOF to OpenSSL.
             return Ok(());
         }
+        if matches!(self.phase, Phase::Failed | Phase::Closed) {
+            // Nothing more is read; what the peer sends now is dropped.
+            return Ok(());
+        }
         if !self.stream.get_mut().push_incoming(packet) {
             return Err(DtlsImplError::ReceiveQueueFull);
         }
@@ -277,10 +281,7 @@ impl DtlsInstance for Session {
                 }
             }
             Phase::Connected => self.read_records(),
-            // Nothing more is read; what the peer sends now is dropped.
-            Phase::Failed | Phase::Closed => {
-                let _ = std::io::Read::read(self.stream.get_mut(), &mut [0u8; 1]);
-            }
+            Phase::Failed | Phase::Closed => {}
         }
         Ok(())
     }
