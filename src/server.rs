@@ -20,7 +20,9 @@ use crate::engine::egress::{Egress, StreamMix};
 use crate::media::mixer::Mixer;
 use crate::media::opus::Encoder;
 use crate::media::sources;
-use crate::media::tx::{frames_queue, FramesTx, TxCommand, TxRole, TxThread, TX_COMMAND_CAPACITY};
+use crate::media::tx::{
+    frames_queue, FramesTx, GoodbyeTally, TxCommand, TxRole, TxThread, TX_COMMAND_CAPACITY,
+};
 use crate::metrics::Metrics;
 use crate::net::{owner_queue, rx, socket};
 use crate::sessions::Sessions;
@@ -63,6 +65,7 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     http_stop: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: Option<tokio::runtime::Runtime>,
+    goodbyes: Arc<GoodbyeTally>,
 }
 
 impl Server {
@@ -116,6 +119,7 @@ impl Server {
         let http_addr = http.local_addr()?;
 
         let (demux_tx, demux_rx) = crossbeam_channel::bounded(DEMUX_COMMAND_CAPACITY);
+        let goodbyes = Arc::new(GoodbyeTally::default());
         let threads = config.tx_threads.max(1);
         let load: Arc<[std::sync::atomic::AtomicUsize]> = (0..threads)
             .map(|_| std::sync::atomic::AtomicUsize::new(0))
@@ -140,6 +144,7 @@ impl Server {
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 fanout: config.fanout,
+                goodbyes: goodbyes.clone(),
             };
             let name = match index {
                 0 => "mixcast-tx".to_string(),
@@ -302,6 +307,7 @@ impl Server {
             },
             http_stop: Some(http_stop),
             runtime: Some(runtime),
+            goodbyes,
         })
     }
 
@@ -377,6 +383,14 @@ impl Server {
                 tracing::warn!("a thread did not stop in time; leaving it");
             }
         }
+        let (said, took) = self.goodbyes.total();
+        tracing::info!(
+            unconnected = said.unconnected,
+            skipped = said.skipped,
+            "sent goodbyes (RTCP BYE, DTLS close_notify) to {} viewers and {} publishers in {took:?}",
+            said.viewers,
+            said.publishers
+        );
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(300));
         }

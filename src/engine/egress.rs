@@ -16,7 +16,8 @@
 //! - `publisher`: [`PublisherOptions`], adding publishers, consent by media;
 //! - `video`: the video source, forwarding, keyframe requests;
 //! - `layering`: each viewer's simulcast layer;
-//! - `drive`: draining an `Rtc` after each mutation, ending a peer.
+//! - `drive`: draining an `Rtc` after each mutation, ending a peer;
+//! - `goodbye`: RTCP BYE and DTLS close_notify to a peer that is ended (DELETE, shutdown).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -34,12 +35,14 @@ use crate::streams::StreamDirectory;
 
 mod direct;
 mod drive;
+mod goodbye;
 mod layering;
 mod publisher;
 mod stream;
 mod video;
 mod viewer;
 
+pub use goodbye::Goodbyes;
 pub use layering::{LAYER_CLEAN_LOSS, LAYER_DOWN_AFTER, LAYER_DOWN_LOSS, LAYER_UP_AFTER};
 pub use publisher::{PublisherOptions, MEDIA_TIMEOUT};
 pub use stream::{StreamFrame, StreamMix, TickFrames, MIRROR_GRACE, STREAM_GRACE};
@@ -335,13 +338,5 @@ impl Egress {
     /// Peers that ended since the last call.
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)
-    }
-
-    /// Ends every peer (shutdown).
-    pub fn close_all(&mut self, tx: &mut impl Transmitter) {
-        while let Some(v) = self.viewers.last() {
-            let key = v.key;
-            self.remove_viewer(key, tx);
-        }
     }
 }

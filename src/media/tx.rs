@@ -14,7 +14,7 @@ use str0m::{Candidate, IceCreds, Rtc};
 
 use super::FRAME_DURATION;
 use crate::config::Fanout;
-use crate::engine::egress::{Egress, PublisherOptions, TickFrames};
+use crate::engine::egress::{Egress, Goodbyes, PublisherOptions, TickFrames};
 use crate::engine::PeerKey;
 use crate::metrics::Metrics;
 use crate::net::batch::BatchSender;
@@ -92,6 +92,34 @@ const FED_PARK_MAX: Duration = Duration::from_millis(100);
 /// sending a burst.
 const MAX_CATCH_UP: Duration = Duration::from_millis(200);
 
+/// How long a TX thread spends on goodbyes at shutdown, whatever its number of peers
+/// (measured: well under 1 ms for a few peers; the peers left when it runs out end
+/// without one, counted as skipped).
+pub const GOODBYE_BUDGET: Duration = Duration::from_millis(500);
+
+/// The goodbyes of every TX thread at shutdown, for the server's one log line.
+#[derive(Debug, Default)]
+pub struct GoodbyeTally {
+    total: std::sync::Mutex<(Goodbyes, Duration)>,
+}
+
+impl GoodbyeTally {
+    fn add(&self, done: Goodbyes, took: Duration) {
+        let mut t = self.total.lock().unwrap_or_else(|e| e.into_inner());
+        t.0.viewers += done.viewers;
+        t.0.publishers += done.publishers;
+        t.0.unconnected += done.unconnected;
+        t.0.skipped += done.skipped;
+        // The threads say goodbye in parallel: the slowest one is the time it took.
+        t.1 = t.1.max(took);
+    }
+
+    /// The sum over the threads, and the longest any of them took.
+    pub fn total(&self) -> (Goodbyes, Duration) {
+        *self.total.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The mixing thread's side of a link to another TX thread: each tick's frames.
 pub struct FramesTx {
     /// The ring the frames go into.
@@ -156,6 +184,8 @@ pub struct TxThread {
     pub metrics: Arc<Metrics>,
     /// How datagrams go to the kernel.
     pub fanout: Fanout,
+    /// Where its goodbyes at shutdown are counted.
+    pub goodbyes: Arc<GoodbyeTally>,
 }
 
 impl TxThread {
@@ -173,6 +203,7 @@ impl TxThread {
             sessions,
             metrics,
             fanout,
+            goodbyes,
         } = self;
         let mut worker = Worker {
             index,
@@ -184,6 +215,7 @@ impl TxThread {
             demux,
             sessions,
             metrics,
+            goodbyes,
         };
         match fanout {
             Fanout::Naive => worker.run(&mut NaiveSender::new(socket)),
@@ -206,6 +238,7 @@ struct Worker {
     demux: Sender<DemuxCommand>,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
+    goodbyes: Arc<GoodbyeTally>,
 }
 
 impl Worker {
@@ -240,8 +273,7 @@ impl Worker {
                     }
                     Ok(TxCommand::Shutdown)
                     | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        self.egress.close_all(tx);
-                        tx.flush();
+                        self.say_goodbyes(tx);
                         self.reap();
                         return;
                     }
@@ -350,6 +382,18 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Ends every peer with a goodbye (RTCP BYE, DTLS close_notify) within
+    /// [`GOODBYE_BUDGET`], flushed to the socket before the thread returns, and adds what
+    /// it did to the server's tally.
+    fn say_goodbyes(&mut self, tx: &mut impl Outbox) {
+        let started = Instant::now();
+        let done = self
+            .egress
+            .close_all(tx, || started.elapsed() < GOODBYE_BUDGET);
+        tx.flush();
+        self.goodbyes.add(done, started.elapsed());
     }
 
     /// Tells the demux and the session table about viewers that ended.

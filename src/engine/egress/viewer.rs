@@ -10,7 +10,6 @@ use str0m::media::MediaTime;
 use str0m::media::Mid;
 use str0m::media::Pt;
 use str0m::Input;
-use str0m::Output;
 use str0m::Rtc;
 
 use super::direct::send_direct;
@@ -113,19 +112,11 @@ impl Egress {
         self.drain(idx, now, tx);
     }
 
-    /// Ends a viewer or publisher by request (DELETE or shutdown).
+    /// Ends a viewer or publisher by request (DELETE), with a goodbye (RTCP BYE, DTLS
+    /// close_notify): the session is over either way.
     pub fn remove_viewer(&mut self, key: PeerKey, tx: &mut impl Transmitter) {
-        if let Some(&idx) = self.index.get(&key) {
-            let v = &mut self.viewers[idx];
-            v.rtc.disconnect();
-            // Send what closing produces (DTLS close_notify); the session is over either way.
-            while let Ok(out) = v.rtc.poll_output() {
-                match out {
-                    Output::Transmit(t) => tx.send(t.source, t.destination, &t.contents),
-                    Output::Timeout(_) => break,
-                    Output::Event(_) => {}
-                }
-            }
+        if self.index.contains_key(&key) {
+            self.say_goodbye(key, tx);
             self.end(key, EndReason::Closed);
         }
     }
