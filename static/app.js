@@ -21,6 +21,8 @@ const STATS_INTERVAL_MS = 1000;
 const ICE_GATHERING_TIMEOUT_MS = 2000;
 const CONNECT_TIMEOUT_MS = 10000;
 const DELETE_TIMEOUT_MS = 5000;
+// What a player or the publisher shows when the server ends its session (DTLS close_notify).
+const SERVER_STOPPED = "server stopped: it ended this session";
 // How long a player watches for its first decoded video frame (for `timing`).
 const FIRST_FRAME_WATCH_MS = 15000;
 const FIRST_FRAME_POLL_MS = 20;
@@ -58,6 +60,18 @@ function iceGatheringComplete(pc, timeoutMs) {
     };
     const timer = setTimeout(done, timeoutMs);
     pc.addEventListener("icegatheringstatechange", onChange);
+  });
+}
+
+/** Calls `onClosed` when the connection's DTLS transport closes: the server's DTLS
+ * close_notify (RFC 5246 §7.2.1), its goodbye when it stops or ends the session. Chromium
+ * reports it only there (the RTCP BYE before it changes nothing it shows, and the
+ * connection state stays "connected" until consent checks fail some 10 s later). */
+function watchGoodbye(pc, onClosed) {
+  const transport = pc.getReceivers()[0]?.transport ?? pc.getSenders()[0]?.transport;
+  if (!transport) return;
+  transport.addEventListener("statechange", () => {
+    if (transport.state === "closed") onClosed();
   });
 }
 
@@ -280,6 +294,7 @@ class WhepPlayer extends EventTarget {
       }
       this.#sessionUrl = sessionUrl;
       await pc.setRemoteDescription({ type: "answer", sdp: body });
+      watchGoodbye(pc, () => this.#serverEnded(pc));
       this.#watchFirstFrame(pc, timing);
     } catch (err) {
       this.#fail(pc, err);
@@ -489,6 +504,14 @@ class WhepPlayer extends EventTarget {
     }
   }
 
+  /** The server said goodbye (DTLS close_notify): it stopped, or ended this session.
+   * Nothing to DELETE: the session is gone on its side. */
+  #serverEnded(pc) {
+    if (this.#pc !== pc || this.state === "stopping") return;
+    this.#close();
+    this.#set({ state: "stopped", error: SERVER_STOPPED });
+  }
+
   #fail(pc, err) {
     if (this.#pc !== pc || this.state === "stopping") return;
     const sessionUrl = this.#sessionUrl;
@@ -658,6 +681,7 @@ class WhipPublisher extends EventTarget {
       }
       this.#sessionUrl = sessionUrl;
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      watchGoodbye(pc, () => this.#serverEnded(pc));
       this.#set({
         stereo: opusStereoIn(answer),
         videoAccepted: videoTrack ? videoAcceptedIn(answer) : null,
@@ -791,6 +815,14 @@ class WhipPublisher extends EventTarget {
       default:
         break;
     }
+  }
+
+  /** The server said goodbye (DTLS close_notify): it stopped, or ended this session.
+   * Nothing to DELETE: the session is gone on its side. */
+  #serverEnded(pc) {
+    if (this.#pc !== pc || this.state === "stopping") return;
+    this.#close();
+    this.#set({ state: "stopped", error: SERVER_STOPPED });
   }
 
   #fail(pc, err) {

@@ -17,6 +17,8 @@ mod certs;
 mod matrix;
 #[path = "common/python.rs"]
 mod python;
+#[path = "common/sdp_proxy.rs"]
+mod sdp_proxy;
 #[path = "common/tone.rs"]
 mod tone;
 
@@ -305,6 +307,56 @@ fn ffmpeg_sends_its_bearer_token() {
     assert!(
         sent["audio_packets"].as_u64().unwrap_or(0) >= u64::from(SECONDS) * 45,
         "with the right token FFmpeg sent {sent}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn ffmpeg_exits_when_the_server_fails_its_handshake() {
+    // A proxy flips the offer's fingerprint, so the certificate FFmpeg shows in the DTLS
+    // handshake is not the one its offer named: the server (DTLS client here: FFmpeg
+    // offers setup:passive) refuses it with a fatal alert. FFmpeg must give up with an
+    // error on that alert, not wait for a handshake that will never finish.
+    const TEST: &str = "ffmpeg_exits_when_the_server_fails_its_handshake";
+    const GIVES_UP_WITHIN: Duration = Duration::from_secs(5);
+    let _serial = serial();
+    let Some(py) = ffmpeg_python(TEST) else {
+        return;
+    };
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let proxy = sdp_proxy::start(server.http_addr(), sdp_proxy::wrong_fingerprint);
+    let url = format!("http://{}/ffmpeg-refused/whip", proxy.addr);
+    let started = Instant::now();
+    let out = publish(&py, &url, 5, None)
+        .wait(SESSION_TIMEOUT + GIVES_UP_WITHIN)
+        .unwrap_or_else(|e| panic!("FFmpeg did not give up: {e}"));
+    let exited = Instant::now();
+    let answered = proxy.answered.lock().unwrap().unwrap_or_else(|| {
+        panic!(
+            "no answer reached FFmpeg:\n{}",
+            python::tail(&out.stderr, 30)
+        )
+    });
+    let took = exited - answered;
+    eprintln!(
+        "{TEST}: FFmpeg exited {} {took:?} after the answer ({:?} after its start)",
+        out.status,
+        exited - started
+    );
+    assert!(
+        !out.status.success(),
+        "FFmpeg published through a failed handshake:\n{}",
+        python::tail(&out.stderr, 30)
+    );
+    assert!(
+        took <= GIVES_UP_WITHIN,
+        "FFmpeg took {took:?} to give up:\n{}",
+        python::tail(&out.stderr, 30)
+    );
+    assert_eq!(
+        server.live_sessions(),
+        0,
+        "the failed session is still live"
     );
     server.shutdown();
 }

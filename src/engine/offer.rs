@@ -256,7 +256,14 @@ pub fn accept_with_video(
     }
     add_stereo_opus(&mut builder);
     let mut rtc = builder.build(now);
-    let srtp_keys = crate::net::dtls::take_last_srtp_keys();
+    let handles = crate::net::dtls::take_last_session();
+    if let Some(h) = &handles {
+        // Checked inside the handshake, so a mismatch is refused with an alert.
+        let _ = h
+            .expected_peer
+            .set(crate::net::dtls::fingerprints_in(served));
+    }
+    let srtp_keys = handles.map(|h| h.srtp_keys);
     for addr in candidates {
         let c = Candidate::host(*addr, "udp")
             .map_err(|e| OfferError::Unusable(format!("candidate {addr}: {e}")))?;

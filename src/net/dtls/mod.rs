@@ -24,8 +24,11 @@
 //! so the GCM profiles are preferred ([`context`]).
 
 mod context;
+mod peer;
 mod session;
 mod wire;
+
+pub use peer::{fingerprints_in, ExpectedPeer, Fingerprint};
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -78,9 +81,15 @@ impl DtlsProvider for OpensslDtls {
                 )))
             }
         }
-        let keys = SrtpKeys::default();
-        let session = session::Session::new(cert, now, mtu.unwrap_or(DEFAULT_MTU), keys.clone())?;
-        LAST_KEYS.with(|k| *k.borrow_mut() = Some(keys));
+        let handles = SessionHandles::default();
+        let session = session::Session::new(
+            cert,
+            now,
+            mtu.unwrap_or(DEFAULT_MTU),
+            handles.srtp_keys.clone(),
+            handles.expected_peer.clone(),
+        )?;
+        LAST_SESSION.with(|k| *k.borrow_mut() = Some(handles));
         Ok(Box::new(session))
     }
 }
@@ -90,16 +99,25 @@ impl DtlsProvider for OpensslDtls {
 /// ([`crate::config::Fanout::Direct`]). Stays empty for AES-CM sessions.
 pub type SrtpKeys = Arc<OnceLock<SrtpSender>>;
 
-thread_local! {
-    /// The keys of the DTLS session this thread created last: str0m creates an `Rtc`'s
-    /// DTLS session inside `RtcConfig::build`, so right after a build this is that `Rtc`'s.
-    static LAST_KEYS: RefCell<Option<SrtpKeys>> = const { RefCell::new(None) };
+/// What the engine shares with one DTLS session it did not create itself.
+#[derive(Debug, Clone, Default)]
+pub struct SessionHandles {
+    /// Filled in by the session when its handshake is done.
+    pub srtp_keys: SrtpKeys,
+    /// Filled in by the engine from the offer (see [`ExpectedPeer`]).
+    pub expected_peer: ExpectedPeer,
 }
 
-/// The keys of the `Rtc` this thread built last (see [`SrtpKeys`]); call right after
-/// building it.
-pub fn take_last_srtp_keys() -> Option<SrtpKeys> {
-    LAST_KEYS.with(|k| k.borrow_mut().take())
+thread_local! {
+    /// The handles of the DTLS session this thread created last: str0m creates an `Rtc`'s
+    /// DTLS session inside `RtcConfig::build`, so right after a build this is that `Rtc`'s.
+    static LAST_SESSION: RefCell<Option<SessionHandles>> = const { RefCell::new(None) };
+}
+
+/// The handles of the `Rtc` this thread built last (see [`SessionHandles`]); call right
+/// after building it.
+pub fn take_last_session() -> Option<SessionHandles> {
+    LAST_SESSION.with(|k| k.borrow_mut().take())
 }
 
 #[cfg(test)]

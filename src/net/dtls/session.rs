@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use foreign_types::ForeignTypeRef;
 use openssl::pkey::PKey;
 use openssl::srtp::SrtpProfileId;
-use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream, SslVerifyMode};
 use openssl::x509::X509;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, KeyingMaterial, ProtocolVersion, SrtpProfile,
@@ -85,6 +85,7 @@ impl Session {
         now: Instant,
         mtu: usize,
         keys: SrtpKeys,
+        expected: super::ExpectedPeer,
     ) -> Result<Self, CryptoError> {
         let ctx = super::context::shared().map_err(CryptoError::Other)?;
         let err = |what: &str, e: openssl::error::ErrorStack| {
@@ -96,6 +97,12 @@ impl Session {
         ssl.set_certificate(&x509)
             .map_err(|e| err("certificate", e))?;
         ssl.set_private_key(&key).map_err(|e| err("key", e))?;
+        // The context's policy (a certificate is required), with this session's check of
+        // it against the offer's fingerprint.
+        ssl.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            move |_preverified, ctx| super::peer::verify(&expected, ctx),
+        );
         ssl.set_mtu(u32::try_from(mtu).unwrap_or(1200))
             .map_err(|e| err("MTU", e))?;
         let stream = SslStream::new(ssl, Wire::default()).map_err(|e| err("stream", e))?;

@@ -281,3 +281,55 @@ fn a_bad_key_is_an_error_not_a_panic() {
         .new_dtls(&cert, Instant::now(), DtlsVersion::Dtls12, None)
         .is_err());
 }
+
+/// Our session with the fingerprint its offer named for the peer set, as the engine does.
+fn ours_expecting(cert: &DtlsCert, peer_cert: &DtlsCert) -> Box<dyn DtlsInstance> {
+    let session = ours(cert);
+    let handles = take_last_session().expect("the session's handles");
+    let digest = openssl::hash::hash(MessageDigest::sha256(), &peer_cert.certificate).unwrap();
+    handles
+        .expected_peer
+        .set(vec![Fingerprint {
+            hash: "sha-256".into(),
+            digest: digest.to_vec(),
+        }])
+        .unwrap();
+    session
+}
+
+/// The fatal alert among `sent`, if any (content type 21; level and description are the
+/// record's last two bytes: plaintext in a handshake that never finished).
+fn fatal_alert(sent: &[Vec<u8>]) -> Option<u8> {
+    sent.iter()
+        .find(|p| p.first() == Some(&21) && p.len() >= 15 && p[13] == 2)
+        .map(|p| p[14])
+}
+
+#[test]
+fn the_offers_fingerprint_is_checked_in_the_handshake() {
+    // The peer shows the certificate its offer named: connected, both roles.
+    let (mut peer, peer_cert) = dimpl_peer();
+    let cert = DTLS.generate_certificate().unwrap();
+    let mut server = ours_expecting(&cert, &peer_cert);
+    let (c, s) = talk(peer.as_mut(), server.as_mut());
+    assert_connected(&c, &s, &peer_cert, &cert);
+
+    // Another certificate than the offer's, peer as client: bad_certificate (42) goes
+    // out, and the failure reaches str0m.
+    let (mut peer, _) = dimpl_peer();
+    let other = ec_cert(Nid::X9_62_PRIME256V1);
+    let mut server = ours_expecting(&cert, &other);
+    let (c, s) = talk(peer.as_mut(), server.as_mut());
+    assert!(!s.connected && !c.connected, "server {s:?}");
+    assert_eq!(fatal_alert(&s.sent), Some(42), "{:?}", s.sent.last());
+    assert!(s.error.is_some(), "the failure is reported");
+
+    // Peer as server (FFmpeg offers setup:passive): the same alert from us as client.
+    let (mut peer, _) = dimpl_peer();
+    let mut client = ours_expecting(&cert, &other);
+    let (c, s) = talk(client.as_mut(), peer.as_mut());
+    assert!(!c.connected, "client {c:?}");
+    assert_eq!(fatal_alert(&c.sent), Some(42), "{:?}", c.sent.last());
+    assert!(c.error.is_some(), "the failure is reported");
+    let _ = s;
+}
