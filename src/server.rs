@@ -79,7 +79,7 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let sessions = Arc::new(Sessions::default());
+        let sessions = Arc::new(Sessions::with_max_pending_per_ip(config.max_pending_per_ip));
 
         let mut mixes = Vec::new();
         for s in &config.streams {
