@@ -320,6 +320,11 @@ impl Server {
         self.sessions.len()
     }
 
+    /// Sessions answered for HTTP clients at `ip` and not yet connected.
+    pub fn pending_sessions(&self, ip: std::net::IpAddr) -> usize {
+        self.sessions.pending_from(ip)
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

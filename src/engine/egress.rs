@@ -44,7 +44,7 @@ pub use layering::{LAYER_CLEAN_LOSS, LAYER_DOWN_AFTER, LAYER_DOWN_LOSS, LAYER_UP
 pub use publisher::{PublisherOptions, MEDIA_TIMEOUT};
 pub use stream::{StreamFrame, StreamMix, TickFrames, MIRROR_GRACE, STREAM_GRACE};
 pub use video::KEYFRAME_REQUEST_INTERVAL;
-pub use viewer::CONNECT_TIMEOUT;
+pub use viewer::{CONNECT_TIMEOUT, SILENT_PEER_TIMEOUT};
 
 use video::VideoFrame;
 use viewer::{Role, Viewer};
