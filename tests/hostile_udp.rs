@@ -4,9 +4,9 @@
 //! - forged STUN checks naming the viewer's ufrag from many ports, sent after the answer
 //!   and before the client's first check (issue 14, item 1: 16 of them used to lock it out);
 //! - floods of random bytes, truncated STUN, forged checks, 64 KB datagrams and DTLS-, RTP-
-//!   and RTCP-looking garbage from other sockets while the viewer plays. The viewer's own
-//!   address cannot be spoofed from an ordinary socket on loopback (it is bound by the
-//!   viewer; spoofing needs raw sockets), so garbage from the viewer's 5-tuple is not sent;
+//!   and RTCP-looking garbage from other sockets while the viewer plays; and junk "from"
+//!   the viewer's own address and port, through a raw socket (CAP_NET_RAW; SKIPPED
+//!   without it: an ordinary socket cannot send from a port the viewer has bound);
 //! - a viewer process killed with SIGKILL is reaped within 10 s (item 9);
 //! - `max_pending_per_ip`: one address's offers that never connect are capped, 503 with
 //!   Retry-After.
@@ -396,5 +396,74 @@ fn pending_sessions_are_capped_per_address() {
         status, 201,
         "a connected viewer holds no pending place: {body}"
     );
+    server.shutdown();
+}
+
+/// Junk from the viewer's own address and port, sent through a raw socket (needs
+/// CAP_NET_RAW: without it, SKIPPED): the kernel writes the IP header (source 127.0.0.1,
+/// the viewer's address), we write the UDP header with the viewer's port as the source.
+/// Such datagrams reach the viewer's session in str0m; the viewer must keep playing.
+#[test]
+fn spoofed_junk_from_the_viewers_address() {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let raw = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIPPED spoofed_junk_from_the_viewers_address: no raw socket ({e})");
+            return;
+        }
+    };
+    let _serial = serial();
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let udp = server.udp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = None;
+    let unrouted_before = server.metrics().udp_unrouted.load(Ordering::Relaxed);
+    let report = play_with(&options(whep_url(&server), 4), |answer, viewer| {
+        let ufrag = server_ufrag(answer);
+        let stop = stop.clone();
+        flood = Some(thread::spawn(move || {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0x5b00f);
+            // Let the viewer connect first: junk before that is the pre-fill test's case.
+            thread::sleep(Duration::from_secs(1));
+            let to = SockAddr::from(udp);
+            // Proof that spoofing works here: 10 datagrams "from" 127.0.0.1:1, which no
+            // session knows, must show up as unrouted.
+            for _ in 0..10 {
+                let mut d = vec![0, 1];
+                d.extend_from_slice(&udp.port().to_be_bytes());
+                d.extend_from_slice(&[0, 12, 0, 0, 0x80, 111, 0, 0]);
+                let _ = raw.send_to(&d, &to);
+            }
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..20 {
+                    let payload = garbage([0, 1, 2, 4, 5, 6][i % 6], &ufrag, &mut rng);
+                    let payload = &payload[..payload.len().min(1400)];
+                    let mut d = Vec::with_capacity(8 + payload.len());
+                    d.extend_from_slice(&viewer.port().to_be_bytes());
+                    d.extend_from_slice(&udp.port().to_be_bytes());
+                    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                    d.extend_from_slice(&[0, 0]); // no UDP checksum (IPv4 allows it)
+                    d.extend_from_slice(payload);
+                    let _ = raw.send_to(&d, &to);
+                    i += 1;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }));
+    })
+    .unwrap_or_else(|e| panic!("the viewer failed under spoofed junk: {e}"));
+    stop.store(true, Ordering::Relaxed);
+    flood
+        .expect("the flood started")
+        .join()
+        .expect("flood thread");
+    let unrouted = server.metrics().udp_unrouted.load(Ordering::Relaxed) - unrouted_before;
+    assert!(
+        unrouted >= 10,
+        "spoofed datagrams did not arrive ({unrouted} unrouted)"
+    );
+    check_heard(&report, "under junk spoofed from the viewer's address");
     server.shutdown();
 }
