@@ -348,7 +348,7 @@ impl Sim {
                         c.drain(&mut self.wire);
                     }
                 } else {
-                    let route = in_zone(DEMUX, || self.demux.route(src, &data));
+                    let route = in_zone(DEMUX, || self.demux.route(src, &data).route());
                     if let Some(r) = route {
                         server(zone, || {
                             self.egress
@@ -466,8 +466,11 @@ fn main() {
         });
         let key = i as u64 + 1;
         in_zone(DEMUX, || {
-            sim.demux
-                .register(negotiated.local_ufrag.clone(), Route { key, owner: 0 })
+            sim.demux.register(
+                negotiated.local_ufrag.clone(),
+                &negotiated.local_pwd,
+                Route { key, owner: 0 },
+            )
         });
         in_zone(SESSIONS, || {
             sessions.insert(
@@ -612,8 +615,11 @@ fn trace_one(zone: usize, size: usize, sim: &mut Sim, server: SocketAddr) {
     });
     let key = 1_000_000 + sim.clients.len() as u64;
     in_zone(DEMUX, || {
-        sim.demux
-            .register(negotiated.local_ufrag.clone(), Route { key, owner: 0 })
+        sim.demux.register(
+            negotiated.local_ufrag.clone(),
+            &negotiated.local_pwd,
+            Route { key, owner: 0 },
+        )
     });
     sim.wire.now = Some(now);
     in_zone(ADD, || {

@@ -278,6 +278,8 @@ impl ChildServer {
             .args(["--http-port", &http_port.to_string()])
             .args(["--udp-port", &udp_port.to_string()])
             .args(["--max-viewers", &(viewers + 100).to_string()])
+            // The load joins hundreds at once from one address.
+            .args(["--max-pending-per-ip", &(viewers + 100).to_string()])
             .args(extra_args.split_whitespace())
             .stdin(Stdio::null());
         // SAFETY: prctl is async-signal-safe; it runs in the child before exec.

@@ -244,6 +244,9 @@ pub struct Config {
     /// TX threads: the first mixes and serves viewers, the others serve audio-only viewers
     /// with its frames.
     pub tx_threads: usize,
+    /// Most sessions one HTTP client address may have answered and not yet connected
+    /// (over it: 503 with Retry-After).
+    pub max_pending_per_ip: usize,
 }
 
 impl Config {
@@ -267,6 +270,9 @@ impl Config {
             auth: AuthConfig::default(),
             fanout: Fanout::default(),
             tx_threads: 1,
+            // Tests join dozens of viewers at once from 127.0.0.1; the cap has its own
+            // tests (tests/hostile_udp.rs sets it).
+            max_pending_per_ip: DEFAULT_MAX_VIEWERS,
         }
     }
 }
@@ -289,6 +295,7 @@ struct FileConfig {
     allow_public_publish: Option<bool>,
     fanout: Option<Fanout>,
     tx_threads: Option<usize>,
+    max_pending_per_ip: Option<usize>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -426,6 +433,13 @@ pub struct ServeArgs {
     /// [default: 1].
     #[arg(long, env = "MIXCAST_TX_THREADS", value_name = "N")]
     pub tx_threads: Option<usize>,
+
+    /// Most sessions (WHIP or WHEP) one client address may have answered and not yet
+    /// connected at once; more get 503 with Retry-After. Each holds a slot for up to 15 s,
+    /// so without a cap one address could fill --max-viewers with offers it never connects
+    /// [default: 8].
+    #[arg(long, env = "MIXCAST_MAX_PENDING_PER_IP", value_name = "N")]
+    pub max_pending_per_ip: Option<usize>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -588,6 +602,15 @@ impl ServeArgs {
                 "max_viewers must be at least 1".into(),
             ));
         }
+        let max_pending_per_ip = self
+            .max_pending_per_ip
+            .or(file.max_pending_per_ip)
+            .unwrap_or(crate::sessions::DEFAULT_MAX_PENDING_PER_IP);
+        if max_pending_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "max_pending_per_ip must be at least 1".into(),
+            ));
+        }
         let tx_threads = self.tx_threads.or(file.tx_threads).unwrap_or(1);
         if !(1..=MAX_TX_THREADS).contains(&tx_threads) {
             return Err(ConfigError::Invalid(format!(
@@ -631,6 +654,7 @@ impl ServeArgs {
             auth,
             fanout: self.fanout.or(file.fanout).unwrap_or_default(),
             tx_threads,
+            max_pending_per_ip,
         })
     }
 }

@@ -90,6 +90,9 @@ pub struct Metrics {
     bytes_sent: AtomicU64,
     /// Datagrams the UDP loop could not route to a session.
     pub udp_unrouted: AtomicU64,
+    /// STUN requests naming a session's ufrag, from an address it has not learned, whose
+    /// MESSAGE-INTEGRITY did not verify: dropped by the demux.
+    pub udp_stun_unauthenticated: AtomicU64,
     /// Datagrams dropped because an owner's queue was full.
     pub udp_queue_full: AtomicU64,
     /// How late each TX tick started after its deadline (every TX thread's ticks: on a
@@ -208,7 +211,7 @@ impl Metrics {
                 escape(stream)
             );
         }
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "mixcast_media_received_total",
                 "Audio and video frames received from publishers.",
@@ -243,6 +246,11 @@ impl Metrics {
                 "mixcast_udp_unrouted_total",
                 "Datagrams from unknown peers, dropped.",
                 &self.udp_unrouted,
+            ),
+            (
+                "mixcast_udp_stun_unauthenticated_total",
+                "STUN requests naming a session from a new address with a wrong MESSAGE-INTEGRITY, dropped.",
+                &self.udp_stun_unauthenticated,
             ),
             (
                 "mixcast_udp_queue_full_total",

@@ -82,7 +82,7 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let sessions = Arc::new(Sessions::default());
+        let sessions = Arc::new(Sessions::with_max_pending_per_ip(config.max_pending_per_ip));
 
         let mut mixes = Vec::new();
         for s in &config.streams {
@@ -324,6 +324,11 @@ impl Server {
     /// Live WebRTC sessions (viewers and publishers).
     pub fn live_sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions answered for HTTP clients at `ip` and not yet connected.
+    pub fn pending_sessions(&self, ip: std::net::IpAddr) -> usize {
+        self.sessions.pending_from(ip)
     }
 
     /// The server's metrics.

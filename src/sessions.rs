@@ -1,8 +1,10 @@
 //! The table of live sessions, shared by signalling (which adds them and looks them up by
-//! the id in their URL) and the owner threads (which remove them when they end).
+//! the id in their URL) and the owner threads (which remove them when they end), and the
+//! count of sessions still pending (answered, not yet connected) per client address.
 //! Touched once per session event, never per packet.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::engine::offer::Role;
@@ -38,6 +40,28 @@ struct Table {
     ended_stream: HashMap<String, String>,
     /// Live sessions per role: [viewers, publishers].
     live: [usize; 2],
+    /// Pending sessions per HTTP client address, and the address each pending one holds.
+    pending_by_ip: HashMap<IpAddr, usize>,
+    pending_of: HashMap<PeerKey, IpAddr>,
+}
+
+/// Sessions one HTTP client address may have pending (answered, not yet connected) at
+/// once by default: each holds a viewer or publisher slot for up to 15 s
+/// (`engine::egress::CONNECT_TIMEOUT`), so without a cap one address could fill
+/// `--max-viewers` with POSTs it never connects. A household or a small office behind one
+/// address joins far fewer at the same instant; a refused client is told to retry soon.
+pub const DEFAULT_MAX_PENDING_PER_IP: usize = 8;
+
+fn release_pending(t: &mut Table, key: PeerKey) {
+    let Some(ip) = t.pending_of.remove(&key) else {
+        return;
+    };
+    if let Some(n) = t.pending_by_ip.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            t.pending_by_ip.remove(&ip);
+        }
+    }
 }
 
 fn slot(role: Role) -> usize {
@@ -48,12 +72,62 @@ fn slot(role: Role) -> usize {
 }
 
 /// Live sessions by URL id and by key.
-#[derive(Default)]
 pub struct Sessions {
     table: Mutex<Table>,
+    max_pending_per_ip: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::with_max_pending_per_ip(DEFAULT_MAX_PENDING_PER_IP)
+    }
+}
+
+/// A session refused because its address has too many pending already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyPending {
+    /// The address.
+    pub ip: IpAddr,
+    /// Its pending sessions (the cap).
+    pub pending: usize,
 }
 
 impl Sessions {
+    /// An empty table whose addresses may each have `max` sessions pending.
+    pub fn with_max_pending_per_ip(max: usize) -> Sessions {
+        Sessions {
+            table: Mutex::default(),
+            max_pending_per_ip: max,
+        }
+    }
+
+    /// Counts session `key` as pending for `ip` until it connects or ends, unless `ip`
+    /// has its share pending already. `None` (no address known, as when the router is
+    /// called without a socket) is not counted.
+    pub fn hold_pending(&self, key: PeerKey, ip: Option<IpAddr>) -> Result<(), TooManyPending> {
+        let Some(ip) = ip else {
+            return Ok(());
+        };
+        let mut t = self.lock();
+        let pending = t.pending_by_ip.get(&ip).copied().unwrap_or(0);
+        if pending >= self.max_pending_per_ip {
+            return Err(TooManyPending { ip, pending });
+        }
+        t.pending_by_ip.insert(ip, pending + 1);
+        t.pending_of.insert(key, ip);
+        Ok(())
+    }
+
+    /// Session `key` connected: it no longer counts as pending.
+    pub fn connected(&self, key: PeerKey) {
+        release_pending(&mut self.lock(), key);
+    }
+
+    /// Sessions pending for `ip`.
+    pub fn pending_from(&self, ip: IpAddr) -> usize {
+        self.lock().pending_by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A poisoned lock means a thread panicked mid-insert; the maps stay consistent
         // because every update is a single insert or remove pair.
@@ -83,9 +157,10 @@ impl Sessions {
         }
     }
 
-    /// Removes the session `key` (it ended).
+    /// Removes the session `key` (it ended), and its pending hold if it never connected.
     pub fn remove_key(&self, key: PeerKey) -> Option<SessionEntry> {
         let mut t = self.lock();
+        release_pending(&mut t, key);
         let id = t.id_of.remove(&key)?;
         let entry = t.by_id.remove(&id)?;
         t.live[slot(entry.role)] -= 1;
@@ -129,5 +204,38 @@ impl Sessions {
             .values()
             .filter(|e| e.stream == stream && e.role == role)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_sessions_are_capped_per_address() {
+        let s = Sessions::with_max_pending_per_ip(2);
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(s.hold_pending(1, Some(a)), Ok(()));
+        assert_eq!(s.hold_pending(2, Some(a)), Ok(()));
+        assert_eq!(
+            s.hold_pending(3, Some(a)),
+            Err(TooManyPending { ip: a, pending: 2 })
+        );
+        assert_eq!(s.hold_pending(4, Some(b)), Ok(()), "another address");
+        assert_eq!(s.hold_pending(5, None), Ok(()), "no address: not counted");
+        // One connects, one ends before connecting: room for two again.
+        s.connected(1);
+        s.connected(1); // twice is harmless
+        assert_eq!(s.pending_from(a), 1);
+        s.remove_key(2);
+        assert_eq!(s.pending_from(a), 0);
+        assert_eq!(s.hold_pending(6, Some(a)), Ok(()));
+        assert_eq!(s.hold_pending(7, Some(a)), Ok(()));
+        assert!(s.hold_pending(8, Some(a)).is_err());
+        // A connected session that ends later does not free a slot twice.
+        s.connected(6);
+        s.remove_key(6);
+        assert_eq!(s.pending_from(a), 1);
     }
 }

@@ -10,6 +10,7 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .env_remove("MIXCAST_FANOUT")
         .env_remove("MIXCAST_TLS_CERT")
         .env_remove("MIXCAST_TLS_KEY")
+        .env_remove("MIXCAST_MAX_PENDING_PER_IP")
         .output()
         .expect("the binary runs");
     (
@@ -133,4 +134,28 @@ fn check_config_reads_the_tls_files() {
         err.contains("junk.pem") && err.contains("no PEM certificate"),
         "{err}"
     );
+}
+
+/// `--max-pending-per-ip` (and the `max_pending_per_ip` config key): default 8, a value
+/// from the flag or the file, 0 refused. What the cap does: tests/hostile_udp.rs.
+#[test]
+fn max_pending_per_ip_flag_and_key() {
+    let (code, out, _) = mixcast(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--max-pending-per-ip"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("max_pending_per_ip: 8,"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config", "--max-pending-per-ip", "3"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("max_pending_per_ip: 3,"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixcast.toml");
+    std::fs::write(&file, "max_pending_per_ip = 5\n").unwrap();
+    let (code, out, err) = mixcast(&["--check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("max_pending_per_ip: 5,"), "{out}");
+    let (code, _, err) = mixcast(&["--check-config", "--max-pending-per-ip", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max_pending_per_ip"), "{err}");
 }

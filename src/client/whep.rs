@@ -131,6 +131,16 @@ impl ClientError {
 ///
 /// Once the server has created a session, the session is DELETEd whatever happens next.
 pub fn play(opts: &PlayOptions) -> Result<PlayReport, ClientError> {
+    play_with(opts, |_, _| {})
+}
+
+/// As [`play`], calling `before_connect` with the server's answer and the client's own UDP
+/// address once the session exists and before the client applies the answer, so before
+/// its first ICE check: the hostile-input tests act in that window.
+pub fn play_with(
+    opts: &PlayOptions,
+    before_connect: impl FnOnce(&str, SocketAddr),
+) -> Result<PlayReport, ClientError> {
     if opts.bind.is_unspecified() {
         return Err(ClientError::Rtc(format!(
             "bind address {} is unspecified: give the address to announce",
@@ -147,6 +157,7 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ClientError> {
     let signal = SignalClient::new(opts.token.as_deref());
     let posted_at = Instant::now();
     let created = signal.post_offer(&opts.url, &offer.to_sdp_string())?;
+    before_connect(&created.answer, local);
     let received = receive(&mut driver, pending, &created.answer, opts, posted_at);
     let deleted = signal.delete(&created.session_url);
     driver.close();

@@ -47,7 +47,7 @@ pub use layering::{LAYER_CLEAN_LOSS, LAYER_DOWN_AFTER, LAYER_DOWN_LOSS, LAYER_UP
 pub use publisher::{PublisherOptions, MEDIA_TIMEOUT};
 pub use stream::{StreamFrame, StreamMix, TickFrames, MIRROR_GRACE, STREAM_GRACE};
 pub use video::KEYFRAME_REQUEST_INTERVAL;
-pub use viewer::CONNECT_TIMEOUT;
+pub use viewer::{CONNECT_TIMEOUT, SILENT_PEER_TIMEOUT};
 
 use video::VideoFrame;
 use viewer::{Role, Viewer};
@@ -73,6 +73,8 @@ pub struct Egress {
     /// peer's `next_timeout`.
     timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     ended: Vec<Ended>,
+    /// Peers that connected since the last [`Egress::take_connected`].
+    connected: Vec<PeerKey>,
     directory: Arc<StreamDirectory>,
     /// Opus bitrate for streams created on demand.
     bitrate: u32,
@@ -116,6 +118,7 @@ impl Egress {
             index: HashMap::new(),
             timers: BinaryHeap::new(),
             ended: Vec::new(),
+            connected: Vec::new(),
             directory,
             bitrate,
             stun_scratch: vec![0; crate::net::MAX_DATAGRAM + stun::PRIORITY_GROWTH],
@@ -237,6 +240,7 @@ impl Egress {
             return;
         };
         tracing::trace!(key, %source, %destination, len = data.len(), "datagram in");
+        self.viewers[idx].last_heard = now;
         // The scratch buffer is moved out while `data` may point into it.
         let mut scratch = std::mem::take(&mut self.stun_scratch);
         let mut data = data;
@@ -338,5 +342,12 @@ impl Egress {
     /// Peers that ended since the last call.
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)
+    }
+
+    /// Peers that connected (ICE and DTLS) since the last call: signalling stops counting
+    /// them as pending. Bounded by the peers added in between; an embedder that never
+    /// calls it keeps one key per connection.
+    pub fn take_connected(&mut self) -> Vec<PeerKey> {
+        std::mem::take(&mut self.connected)
     }
 }

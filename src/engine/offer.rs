@@ -49,6 +49,8 @@ pub struct Negotiated {
     pub answer: String,
     /// Our ICE username fragment, which the UDP loop uses to route the first STUN request.
     pub local_ufrag: String,
+    /// Our ICE password, with which the UDP loop checks that first request's integrity.
+    pub local_pwd: String,
     /// The `Rtc` is an ICE-lite agent (see [`needs_ice_lite`]).
     pub ice_lite: bool,
     /// The `Rtc`'s SRTP sending keys, filled in by its DTLS handshake: a viewer's go to
@@ -279,11 +281,12 @@ pub fn accept_with_video(
     };
     let answer = ensure_stereo(&answer);
     check_answer(&answer, role)?;
-    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    let local = rtc.direct_api().local_ice_credentials();
     Ok(Negotiated {
         rtc,
         answer,
-        local_ufrag,
+        local_ufrag: local.ufrag,
+        local_pwd: local.pass,
         ice_lite,
         srtp_keys,
     })

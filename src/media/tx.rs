@@ -396,8 +396,12 @@ impl Worker {
         self.goodbyes.add(done, started.elapsed());
     }
 
-    /// Tells the demux and the session table about viewers that ended.
+    /// Tells the demux and the session table about viewers that ended, and the session
+    /// table about those that connected (no longer pending).
     fn reap(&mut self) {
+        for key in self.egress.take_connected() {
+            self.sessions.connected(key);
+        }
         for ended in self.egress.take_ended() {
             let _ = self
                 .demux

@@ -71,6 +71,9 @@ pub enum DemuxCommand {
     Register {
         /// Our ICE username fragment for the session.
         ufrag: String,
+        /// Our ICE password for that ufrag: a new source address is learned only from a
+        /// request whose MESSAGE-INTEGRITY it verifies.
+        pwd: String,
         /// The session.
         key: PeerKey,
         /// Index of the owning thread.

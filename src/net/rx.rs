@@ -11,12 +11,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use ringbuf::traits::Producer;
 
-use super::demux::{Demux, Route};
+use super::demux::{Demux, Route, Routed};
 use super::{Datagram, DemuxCommand, OwnerQueueTx, MAX_DATAGRAM};
 
 /// The receive buffer: room for a GRO batch of datagrams.
@@ -70,6 +70,7 @@ pub fn run(
         }
     };
     let mut demux = Demux::default();
+    let mut refused = RefusedLog::default();
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut meta = [quinn_udp::RecvMeta::default()];
     while !stop.load(Ordering::Relaxed) {
@@ -81,9 +82,12 @@ pub fn run(
         // be known when that request is routed.
         for cmd in commands.try_iter() {
             match cmd {
-                DemuxCommand::Register { ufrag, key, owner } => {
-                    demux.register(ufrag, Route { key, owner })
-                }
+                DemuxCommand::Register {
+                    ufrag,
+                    pwd,
+                    key,
+                    owner,
+                } => demux.register(ufrag, &pwd, Route { key, owner }),
                 DemuxCommand::Unregister { key } => demux.unregister(key),
             }
         }
@@ -111,12 +115,15 @@ pub fn run(
         let destination = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
         let stride = m.stride.max(1);
         for data in buf[..m.len].chunks(stride) {
-            deliver(&mut demux, &mut owners, &metrics, m.addr, destination, data);
+            let routed = deliver(&mut demux, &mut owners, &metrics, m.addr, destination, data);
+            if let Routed::Unauthenticated(route) = routed {
+                refused.note(route.key, m.addr);
+            }
         }
     }
 }
 
-/// Routes one datagram onto its owner's ring.
+/// Routes one datagram onto its owner's ring; returns what the demux decided.
 fn deliver(
     demux: &mut Demux,
     owners: &mut [Owner],
@@ -124,17 +131,27 @@ fn deliver(
     source: SocketAddr,
     destination: SocketAddr,
     data: &[u8],
-) {
+) -> Routed {
     if data.len() > MAX_DATAGRAM {
         metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
-        return;
+        return Routed::Unknown;
     }
-    let Some(route) = demux.route(source, data) else {
-        metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
-        return;
+    let routed = demux.route(source, data);
+    let route = match routed {
+        Routed::To(route) => route,
+        Routed::Unauthenticated(_) => {
+            metrics
+                .udp_stun_unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
+            return routed;
+        }
+        Routed::Unknown => {
+            metrics.udp_unrouted.fetch_add(1, Ordering::Relaxed);
+            return routed;
+        }
     };
     let Some(owner) = owners.get_mut(route.owner) else {
-        return;
+        return routed;
     };
     let mut d = Datagram {
         key: route.key,
@@ -148,4 +165,37 @@ fn deliver(
         metrics.udp_queue_full.fetch_add(1, Ordering::Relaxed);
     }
     owner.thread.unpark();
+    routed
+}
+
+/// How often at most the RX thread logs refused STUN requests: a flood of them must not
+/// become a flood of log lines.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Says, at most once per [`REFUSED_LOG_EVERY`], how many STUN requests naming a session's
+/// ufrag failed their integrity check since the last line, and the latest one's session
+/// and source.
+#[derive(Default)]
+struct RefusedLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl RefusedLog {
+    fn note(&mut self, key: crate::engine::PeerKey, source: SocketAddr) {
+        self.since += 1;
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now - t < REFUSED_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            key,
+            %source,
+            refused = self.since,
+            "STUN requests naming a session's ufrag with a wrong MESSAGE-INTEGRITY, dropped \
+             (the latest for this session from this address; at most one line per {REFUSED_LOG_EVERY:?})"
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
 }

@@ -69,6 +69,66 @@ pub fn local_ufrag(data: &[u8]) -> Option<&str> {
     None
 }
 
+/// Our ICE password for a session as an HMAC-SHA1 key, prepared once (at registration) so
+/// that checking a request costs one HMAC and no key setup.
+#[derive(Clone)]
+pub struct IntegrityKey(hmac::Key);
+
+impl IntegrityKey {
+    /// The key for short-term credentials with password `local_pwd` (RFC 8489 §9.1.1: the
+    /// password itself, after OpaqueString, which leaves ICE's ASCII passwords unchanged).
+    pub fn new(local_pwd: &str) -> IntegrityKey {
+        IntegrityKey(hmac::Key::new(
+            hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            local_pwd.as_bytes(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for IntegrityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IntegrityKey(..)") // never the password
+    }
+}
+
+/// True if `data` is a STUN message whose (SHA-1) MESSAGE-INTEGRITY verifies with `key`.
+///
+/// The same rule str0m applies before it answers: the first MESSAGE-INTEGRITY counts, over
+/// the message up to it with the length adjusted (RFC 8489 §14.5); what follows it is not
+/// covered. A message without one, or one whose STUN length overruns the datagram, fails.
+pub fn integrity_verifies(data: &[u8], key: &IntegrityKey) -> bool {
+    if !is_stun(data) {
+        return false;
+    }
+    let msg_len = u16::from_be_bytes([data[2], data[3]]) as usize;
+    let Some(msg) = data.get(..HEADER_LEN + msg_len) else {
+        return false;
+    };
+    let mut at = HEADER_LEN;
+    while at + ATTR_HEADER_LEN <= msg.len() {
+        let typ = u16::from_be_bytes([msg[at], msg[at + 1]]);
+        let len = u16::from_be_bytes([msg[at + 2], msg[at + 3]]) as usize;
+        if typ == ATTR_MESSAGE_INTEGRITY {
+            if len != SHA1_LEN {
+                return false;
+            }
+            let (Some(stated), Some(header), Some(body)) = (
+                msg.get(at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + SHA1_LEN),
+                adjusted_header(msg, at, SHA1_LEN),
+                msg.get(4..at),
+            ) else {
+                return false;
+            };
+            let mut ctx = hmac::Context::with_key(&key.0);
+            ctx.update(&header);
+            ctx.update(body);
+            return ctx.sign().as_ref().ct_eq(stated).into();
+        }
+        at += ATTR_HEADER_LEN + len.div_ceil(4) * 4;
+    }
+    false
+}
+
 /// Gives an authenticated Binding request that lacks PRIORITY one, for str0m.
 ///
 /// FFmpeg's WHIP muxer (libavformat/whip.c, `ice_create_request`) sends its connectivity
@@ -449,6 +509,58 @@ mod tests {
         let mut out = [0u8; 200];
         assert_eq!(add_missing_priority(m, RFC5769_PASSWORD, &mut out), None);
         assert_eq!(str0m_parses(m), Ok(()));
+    }
+
+    #[test]
+    fn integrity_is_verified_as_str0m_does() {
+        let key = IntegrityKey::new(RFC5769_PASSWORD);
+        assert!(integrity_verifies(&RFC5769_REQUEST, &key));
+        assert!(!integrity_verifies(
+            &RFC5769_REQUEST,
+            &IntegrityKey::new("VOkJxbRl1RmTxUk/WvJxBT")
+        ));
+        assert!(!integrity_verifies(
+            &RFC5769_REQUEST,
+            &IntegrityKey::new("")
+        ));
+        // Every byte up to the end of MESSAGE-INTEGRITY is covered (the cookie and the
+        // length included); FINGERPRINT, after it, is not.
+        for i in 0..100 {
+            let mut bad = RFC5769_REQUEST;
+            bad[i] ^= 0x01;
+            assert!(!integrity_verifies(&bad, &key), "byte {i}");
+        }
+        // FFmpeg's checks (no PRIORITY) verify: the demux must not refuse what we mend.
+        let pwd = "server-password-0123456789";
+        let m = ffmpeg_request("srvU:ffU1", pwd);
+        assert!(integrity_verifies(&m, &IntegrityKey::new(pwd)));
+        assert!(!integrity_verifies(&m, &IntegrityKey::new("another")));
+        // No MESSAGE-INTEGRITY: refused.
+        assert!(!integrity_verifies(&binding_request(b"srvU:x"), &key));
+        // A STUN length beyond the datagram, and every truncation: refused, no panic.
+        for cut in 0..RFC5769_REQUEST.len() {
+            assert!(
+                !integrity_verifies(&RFC5769_REQUEST[..cut], &key),
+                "cut {cut}"
+            );
+        }
+        // A wrong-length MESSAGE-INTEGRITY: refused.
+        let mut short = RFC5769_REQUEST;
+        short[79] = 0x10;
+        assert!(!integrity_verifies(&short, &key));
+        // Random bytes behind a STUN header never verify.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.gen_range(20..200);
+            let mut p: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            p[0] &= 0x03;
+            p[4..8].copy_from_slice(&MAGIC_COOKIE);
+            if rng.gen_bool(0.5) {
+                p[2..4].copy_from_slice(&((n - HEADER_LEN) as u16).to_be_bytes());
+            }
+            assert!(!integrity_verifies(&p, &key));
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ use crate::sessions::SessionEntry;
 /// Seconds a client is told to wait when the server is full.
 const RETRY_AFTER_FULL: u32 = 5;
 
+/// Seconds a client is told to wait when its address has too many sessions pending: a
+/// pending session connects within a second or so, or is dropped after 15 s.
+const RETRY_AFTER_PENDING: u32 = 2;
+
 /// The client's address, when the server knows it (`None` when the router is called
 /// without a socket, as in tests: treated as a remote client).
 pub struct PeerAddr(pub Option<SocketAddr>);
@@ -118,6 +122,7 @@ pub(crate) fn sdp_ufrag(sdp: &str) -> Option<String> {
 pub async fn whep_post(
     State(state): State<AppState>,
     Path(stream): Path<String>,
+    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -134,7 +139,15 @@ pub async fn whep_post(
             RETRY_AFTER_FULL,
         ));
     }
-    create(&state, stream, Role::Viewer, &body, PublishQuery::default()).await
+    create(
+        &state,
+        stream,
+        Role::Viewer,
+        peer,
+        &body,
+        PublishQuery::default(),
+    )
+    .await
 }
 
 /// `POST /{stream}/whip`: a publisher; the stream is created if it does not exist.
@@ -155,6 +168,7 @@ pub async fn whip_post(
         )));
     }
     let access = state.0.auth.publish.access(&stream);
+    let client = peer;
     // No address (a router called without a socket) counts as a remote client.
     let peer = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
     auth::check_publish(&headers, peer, &access, state.0.auth.allow_public_publish)?;
@@ -169,7 +183,33 @@ pub async fn whip_post(
             return Err(ApiError::BadRequest(format!("gain {g}: expected 0 to 4")));
         }
     }
-    create(&state, stream, Role::Publisher, &body, query).await
+    create(&state, stream, Role::Publisher, client, &body, query).await
+}
+
+/// Counts session `key` as pending for the client's address (until it connects or ends),
+/// or refuses it with 503 when that address has its share pending already.
+fn hold_pending(state: &AppState, key: u64, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+    state
+        .0
+        .sessions
+        .hold_pending(key, peer.map(|p| p.ip()))
+        .map_err(|e| {
+            tracing::warn!(
+                client = %e.ip,
+                pending = e.pending,
+                "refused a session: {} has {} sessions answered and not yet connected \
+                 (--max-pending-per-ip)",
+                e.ip,
+                e.pending
+            );
+            ApiError::Overloaded(
+                format!(
+                    "{} has {} sessions not yet connected; connect or DELETE them first",
+                    e.ip, e.pending
+                ),
+                RETRY_AFTER_PENDING,
+            )
+        })
 }
 
 /// Negotiates, registers and hands over a session; the 201 response.
@@ -177,6 +217,7 @@ async fn create(
     state: &AppState,
     stream: String,
     role: Role,
+    peer: Option<SocketAddr>,
     body: &[u8],
     query: PublishQuery,
 ) -> Result<Response, ApiError> {
@@ -202,6 +243,7 @@ async fn create(
     })?;
 
     let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);
+    hold_pending(state, key, peer)?;
     let id = random_id();
     let etag = new_etag();
     // Publishers feed the mix on the mixing thread (0); viewers are spread.
@@ -222,12 +264,14 @@ async fn create(
         .demux
         .try_send(DemuxCommand::Register {
             ufrag: negotiated.local_ufrag.clone(),
+            pwd: negotiated.local_pwd.clone(),
             key,
             owner,
         })
         .is_err()
     {
         unplace();
+        state.0.sessions.remove_key(key); // releases its pending hold
         return Err(ApiError::Overloaded(
             "the UDP loop is busy".into(),
             RETRY_AFTER_FULL,

@@ -205,6 +205,7 @@ async fn ice_restart(
         .ok_or_else(|| ApiError::NotFound("the session ended".into()))?;
     let _ = state.0.demux.try_send(DemuxCommand::Register {
         ufrag: local.ufrag.clone(),
+        pwd: local.pass.clone(),
         key: entry.key,
         owner: entry.owner,
     });

@@ -48,6 +48,7 @@ impl Egress {
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => {
                         v.connected = true;
+                        self.connected.push(key);
                         match &mut v.role {
                             Role::Publisher(p) => p.connected_at = Some(now),
                             Role::Viewer { video: Some(_), .. } => {

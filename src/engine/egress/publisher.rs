@@ -133,6 +133,7 @@ impl Egress {
             media_path: None,
             direct: None,
             restart: None,
+            last_heard: now,
         });
         self.index.insert(key, idx);
         self.drain(idx, now, tx);

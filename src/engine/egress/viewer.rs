@@ -28,6 +28,17 @@ use crate::net::dtls::SrtpKeys;
 /// A peer that has not connected (ICE and DTLS) this long after its answer is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A connected viewer from which nothing at all has arrived for this long is ended: its
+/// consent is lost. A live viewer answers our consent checks, which str0m sends at most
+/// 3 s apart (its largest STUN retransmit interval), and sends its own (RFC 7675: every
+/// 4 to 6 s) and its receiver reports (every second from browsers and our client), so
+/// 5 s of silence means our checks went unanswered for at least 2 s and the peer sent none
+/// of its own. RFC 7675 lets consent last 30 s; str0m alone took about 23 s to give up on a
+/// killed viewer (15 s after the peer's last check, then its own retransmits), holding a
+/// viewer slot and sending to a dead port meanwhile. The price: a viewer whose path is
+/// cut for 5 s is dropped rather than resumed.
+pub const SILENT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(super) enum Role {
     Viewer {
         /// The audio m-line and our Opus PT, known once str0m reports the media.
@@ -61,6 +72,9 @@ pub(super) struct Viewer {
     pub(super) direct: Option<DirectAudio>,
     /// An ICE restart moving its media to the peer's new ICE generation.
     pub(super) restart: Option<crate::engine::restart::Restart>,
+    /// When a datagram from the peer last arrived (any kind: STUN, DTLS, RTP, RTCP), to
+    /// free a connected viewer's slot once it has gone silent ([`SILENT_PEER_TIMEOUT`]).
+    pub(super) last_heard: Instant,
 }
 
 impl Egress {
@@ -106,6 +120,7 @@ impl Egress {
             media_path: None,
             direct: None,
             restart: None,
+            last_heard: now,
         });
         self.index.insert(key, idx);
         self.metrics.viewer_added(&self.stream(stream).name);
@@ -139,6 +154,24 @@ impl Egress {
             if !v.connected && now.saturating_duration_since(v.added) > CONNECT_TIMEOUT {
                 let key = v.key;
                 tracing::debug!(key, "peer did not connect in {CONNECT_TIMEOUT:?}");
+                self.end(key, EndReason::IceFailed);
+                continue;
+            }
+            let silent = now.saturating_duration_since(v.last_heard);
+            if v.connected && matches!(v.role, Role::Viewer { .. }) && silent > SILENT_PEER_TIMEOUT
+            {
+                let key = v.key;
+                let stream = &self.streams[v.stream]
+                    .as_ref()
+                    .expect("live stream slot")
+                    .name;
+                tracing::info!(
+                    key,
+                    stream = %stream,
+                    peer = ?v.media_path.map(|p| p.1),
+                    silent_ms = silent.as_millis() as u64,
+                    "viewer sent nothing for {SILENT_PEER_TIMEOUT:?} (consent lost): ended"
+                );
                 self.end(key, EndReason::IceFailed);
                 continue;
             }
