@@ -43,7 +43,15 @@ pub fn values(sdp: &str, role: Role) -> Result<(), OfferError> {
         if let Some(m) = line.strip_prefix("m=") {
             let mut f = m.split(' ');
             let kind = f.next().unwrap_or("");
-            let enabled = f.next().is_some_and(|port| port != "0");
+            let port = f.next().unwrap_or("");
+            // `port` or `port/count` (RFC 8866 §5.14).
+            let number = port.split('/').next().unwrap_or("");
+            if number.parse::<u16>().is_err() {
+                return Err(OfferError::Malformed(format!(
+                    "m= on line {n}: the port is not a number"
+                )));
+            }
+            let enabled = number != "0";
             sections.push((kind, enabled));
         } else if line == "a=bundle-only" {
             // Disabled in the offer only to be bundled (RFC 9143 §7.3).
