@@ -170,11 +170,32 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
     // Routes and methods.
     c.http("unknown route", "GET", "/nope", none, b"", &[404]);
     c.http("deep unknown route", "GET", "/a/b/c/d/e", none, b"", &[404]);
-    c.http("DELETE an endpoint", "DELETE", "/live/whep", none, b"", &[405]);
+    c.http(
+        "DELETE an endpoint",
+        "DELETE",
+        "/live/whep",
+        none,
+        b"",
+        &[405],
+    );
     c.http("PUT an endpoint", "PUT", "/live/whip", none, b"", &[405]);
-    c.http("PATCH an endpoint", "PATCH", "/live/whep", none, b"", &[405]);
+    c.http(
+        "PATCH an endpoint",
+        "PATCH",
+        "/live/whep",
+        none,
+        b"",
+        &[405],
+    );
     c.http("POST the page", "POST", "/", none, b"", &[405]);
-    c.http("DELETE the list", "DELETE", "/api/streams", none, b"", &[405]);
+    c.http(
+        "DELETE the list",
+        "DELETE",
+        "/api/streams",
+        none,
+        b"",
+        &[405],
+    );
     c.http("GET a session", "GET", "/live/whep/abc", none, b"", &[405]);
     c.http("unknown method", "BREW", "/live/whep", none, b"", &[405]);
     c.http("POST /metrics", "POST", "/metrics", none, b"x", &[405]);
@@ -191,14 +212,26 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
         b"",
         &[404],
     );
-    c.sdp("10 kB name WHIP", &format!("/{long}/whip"), &publish, &[404]);
+    c.sdp(
+        "10 kB name WHIP",
+        &format!("/{long}/whip"),
+        &publish,
+        &[404],
+    );
     c.sdp("10 kB name WHEP", &format!("/{long}/whep"), &view, &[404]);
     c.http("reserved name api", "GET", "/api/whip", none, b"", &[404]);
     c.http("dot name", "GET", "/.hidden/whip", none, b"", &[404]);
     c.http("NUL in name", "GET", "/a%00b/whip", none, b"", &[404]);
     c.http("slash in name", "GET", "/a%2Fb/whip", none, b"", &[404]);
     c.sdp("unknown stream WHEP", "/nosuch/whep", &view, &[404]);
-    c.http("unknown stream GET", "GET", "/nosuch/whep", none, b"", &[404]);
+    c.http(
+        "unknown stream GET",
+        "GET",
+        "/nosuch/whep",
+        none,
+        b"",
+        &[404],
+    );
 
     // Queries.
     for (name, q) in [
@@ -224,7 +257,14 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
         view.as_bytes(),
         &[415],
     );
-    c.http("no content type", "POST", "/live/whep", none, view.as_bytes(), &[415]);
+    c.http(
+        "no content type",
+        "POST",
+        "/live/whep",
+        none,
+        view.as_bytes(),
+        &[415],
+    );
     c.http(
         "JSON to WHIP",
         "POST",
@@ -237,7 +277,10 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
         "declared 1 MB body",
         "POST",
         "/live/whep",
-        &[("Content-Type", "application/sdp"), ("Content-Length", "1000000")],
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Content-Length", "1000000"),
+        ],
         b"v=0\r\n",
         &[413],
     );
@@ -280,15 +323,30 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
     c.sdp("empty offer", "/live/whep", "", &[400]);
     c.sdp("hello", "/live/whep", "hello", &[400]);
     c.sdp("v=0 alone", "/live/whep", "v=0\r\n", &[400, 422]);
-    c.sdp("not SDP lines", "/live/whep", "v=0\r\nhello world\r\n", &[400]);
+    c.sdp(
+        "not SDP lines",
+        "/live/whep",
+        "v=0\r\nhello world\r\n",
+        &[400],
+    );
     c.sdp(
         "broken o= line",
         "/live/whep",
         "v=0\r\no=garbage\r\ns=-\r\nt=0 0\r\n",
         &[400, 422],
     );
-    c.sdp("half an offer", "/live/whep", &view[..view.len() / 2], &[400, 422]);
-    c.sdp("offer with NUL byte", "/live/whep", &view.replacen("s=-", "s=\0", 1), &[400]);
+    c.sdp(
+        "half an offer",
+        "/live/whep",
+        &view[..view.len() / 2],
+        &[400, 422],
+    );
+    c.sdp(
+        "offer with NUL byte",
+        "/live/whep",
+        &view.replacen("s=-", "s=\0", 1),
+        &[400],
+    );
     let long_line = format!("{view}a=x-junk:{}\r\n", "z".repeat(100_000));
     // Under the body limit and well-formed: answered like any offer.
     let h = [("Content-Type", "application/sdp")];
@@ -305,7 +363,11 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
     c.sdp(
         "NUL in ice-pwd",
         "/live/whep",
-        &replace_line(&view, "a=ice-pwd:", Some("a=ice-pwd:abcdefghij\0klmnopqrstuvwx")),
+        &replace_line(
+            &view,
+            "a=ice-pwd:",
+            Some("a=ice-pwd:abcdefghij\0klmnopqrstuvwx"),
+        ),
         &[400, 422],
     );
     c.sdp(
@@ -416,7 +478,12 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
         &[("Content-Type", "application/sdp"), ("Origin", &rebind)],
         publish.as_bytes(),
     );
-    c.add("DNS rebinding WHIP", std::mem::take(&mut bytes), &[403], true);
+    c.add(
+        "DNS rebinding WHIP",
+        std::mem::take(&mut bytes),
+        &[403],
+        true,
+    );
     c.http(
         "foreign WHIP preflight",
         "OPTIONS",
@@ -424,7 +491,10 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
         &[
             ("Origin", "https://evil.example"),
             ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "authorization, content-type"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
         ],
         b"",
         &[403],
@@ -482,7 +552,12 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
     // Broken HTTP framing: hyper answers these itself, before any router (a bare 400 or
     // 431, or closing), and must not hang.
     let raw = |s: &str| s.as_bytes().to_vec();
-    c.add("garbage request line", raw("GARBAGE\r\n\r\n"), &[400], false);
+    c.add(
+        "garbage request line",
+        raw("GARBAGE\r\n\r\n"),
+        &[400],
+        false,
+    );
     c.add(
         "header without colon",
         raw("GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n"),
@@ -503,7 +578,11 @@ fn hostile_cases(host: &str, long: &str) -> Vec<Case> {
     );
     c.add(
         "100 kB header",
-        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(100_000)).into_bytes(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(100_000)
+        )
+        .into_bytes(),
         &[200, 431, 400],
         false,
     );
@@ -550,7 +629,11 @@ fn hostile_requests_get_clear_bounded_answers_and_the_server_keeps_serving() {
                 if let Err(e) = check(case, &reply) {
                     failures.push(format!("{}: {e}", case.name));
                 } else if case.name.contains("10 kB") && !reply.text().contains('…') {
-                    failures.push(format!("{}: name not truncated: {}", case.name, reply.text()));
+                    failures.push(format!(
+                        "{}: name not truncated: {}",
+                        case.name,
+                        reply.text()
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e}", case.name)),
@@ -605,7 +688,10 @@ fn hostile_requests_get_clear_bounded_answers_and_the_server_keeps_serving() {
             "POST",
             "/live/whep",
             &host,
-            &[("Content-Type", "application/sdp"), ("Content-Length", "500")],
+            &[
+                ("Content-Type", "application/sdp"),
+                ("Content-Length", "500"),
+            ],
             b"v=0\r\n",
         ),
         BOUND,

@@ -83,8 +83,12 @@ fn the_per_address_cap_refuses_one_more_and_serves_other_addresses() {
     other
         .write_all(&request("GET", "/api/streams", "x", &[], b""))
         .unwrap();
-    let r = raw_http::read_reply(&mut other, std::time::Instant::now(), Duration::from_secs(5))
-        .expect("127.0.0.2 is answered");
+    let r = raw_http::read_reply(
+        &mut other,
+        std::time::Instant::now(),
+        Duration::from_secs(5),
+    )
+    .expect("127.0.0.2 is answered");
     assert_eq!(r.status, 200);
 
     // One of 127.0.0.1's closes: it may connect again.
@@ -167,7 +171,9 @@ fn out_of_file_descriptors_logs_once_and_recovers() {
             }
         }
         if last != Ok(200) {
-            return Err(format!("not answered after the connections closed: {last:?}"));
+            return Err(format!(
+                "not answered after the connections closed: {last:?}"
+            ));
         }
         Ok(())
     })();
@@ -182,7 +188,9 @@ fn out_of_file_descriptors_logs_once_and_recovers() {
         .count();
     assert_eq!(errors, 1, "accept errors logged:\n{}", lines.join("\n"));
     assert!(
-        lines.iter().any(|l| l.contains("accepting connections again")),
+        lines
+            .iter()
+            .any(|l| l.contains("accepting connections again")),
         "{}",
         lines.join("\n")
     );

@@ -100,7 +100,8 @@ fn numbered(sdp: &str) -> impl Iterator<Item = (usize, &str)> {
 fn ice_credential(what: &str, n: usize, v: &str) -> Result<(), OfferError> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ICE_CREDENTIAL
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
     if ok {
         Ok(())
     } else {
@@ -165,7 +166,10 @@ mod tests {
 
     #[test]
     fn control_characters_and_odd_lines() {
-        let o = offer("a=ice-options:trickle\0\r\n", "m=audio 9 UDP/TLS/RTP/SAVPF 111");
+        let o = offer(
+            "a=ice-options:trickle\0\r\n",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        );
         assert!(matches!(lines(&o), Err(OfferError::Malformed(m)) if m.contains("line 9")));
         assert!(lines("v=0\r\nhello\r\n").is_err());
         assert!(lines("v=0\r\n=x\r\n").is_err());
@@ -173,7 +177,12 @@ mod tests {
 
     #[test]
     fn ice_credentials_are_ice_chars() {
-        for bad in ["a=ice-pwd:abc\0def", "a=ice-ufrag:ab cd", "a=ice-ufrag:", "a=ice-pwd:é"] {
+        for bad in [
+            "a=ice-pwd:abc\0def",
+            "a=ice-ufrag:ab cd",
+            "a=ice-ufrag:",
+            "a=ice-pwd:é",
+        ] {
             let o = offer(&format!("{bad}\r\n"), "m=audio 9 UDP/TLS/RTP/SAVPF 111");
             assert!(
                 matches!(values(&o, Role::Viewer), Err(OfferError::Malformed(_))),
@@ -188,25 +197,46 @@ mod tests {
     #[test]
     fn fingerprint_hashes() {
         let o = offer("", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace("sha-256", "md7");
-        assert!(matches!(values(&o, Role::Viewer), Err(OfferError::Unusable(_))));
+        assert!(matches!(
+            values(&o, Role::Viewer),
+            Err(OfferError::Unusable(_))
+        ));
         let o = offer("", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace("sha-256", "SHA-1");
-        assert!(matches!(values(&o, Role::Viewer), Err(OfferError::Malformed(_))), "length");
+        assert!(
+            matches!(values(&o, Role::Viewer), Err(OfferError::Malformed(_))),
+            "length"
+        );
         let both = offer(
             "a=fingerprint:md7 00:11\r\n",
             "m=audio 9 UDP/TLS/RTP/SAVPF 111",
         );
         values(&both, Role::Viewer).unwrap();
         let none = offer("", "m=audio 9 UDP/TLS/RTP/SAVPF 111").replace(FP, "a=x:y");
-        assert!(matches!(values(&none, Role::Viewer), Err(OfferError::Unusable(_))));
-        let broken = offer("a=fingerprint:sha-256 zz:zz\r\n", "m=audio 9 UDP/TLS/RTP/SAVPF 111");
-        assert!(matches!(values(&broken, Role::Viewer), Err(OfferError::Malformed(_))));
+        assert!(matches!(
+            values(&none, Role::Viewer),
+            Err(OfferError::Unusable(_))
+        ));
+        let broken = offer(
+            "a=fingerprint:sha-256 zz:zz\r\n",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        );
+        assert!(matches!(
+            values(&broken, Role::Viewer),
+            Err(OfferError::Malformed(_))
+        ));
     }
 
     #[test]
     fn disabled_sections() {
         let o = offer("", "m=audio 0 UDP/TLS/RTP/SAVPF 111");
-        assert!(matches!(values(&o, Role::Viewer), Err(OfferError::Unusable(_))));
-        assert!(matches!(values(&o, Role::Publisher), Err(OfferError::Unusable(_))));
+        assert!(matches!(
+            values(&o, Role::Viewer),
+            Err(OfferError::Unusable(_))
+        ));
+        assert!(matches!(
+            values(&o, Role::Publisher),
+            Err(OfferError::Unusable(_))
+        ));
         let video = offer(
             "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
             "m=audio 0 UDP/TLS/RTP/SAVPF 111",

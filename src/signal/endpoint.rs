@@ -70,9 +70,13 @@ pub struct PublishQuery {
 impl PublishQuery {
     /// From the query's pairs: `gain` at most once, a number from 0 to 4; parameters we do
     /// not know are ignored.
-    fn parse(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Self, ApiError> {
+    fn parse(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Self, ApiError> {
         let Query(pairs) = query.map_err(|_| {
-            ApiError::BadRequest("the query string is not percent-encoded UTF-8 key=value pairs".into())
+            ApiError::BadRequest(
+                "the query string is not percent-encoded UTF-8 key=value pairs".into(),
+            )
         })?;
         let mut q = PublishQuery::default();
         for (key, value) in pairs {
@@ -88,7 +92,10 @@ impl PublishQuery {
                 .ok()
                 .filter(|g| (0.0..=4.0).contains(g))
                 .ok_or_else(|| {
-                    ApiError::BadRequest(format!("gain {}: expected a number from 0 to 4", shown(&value)))
+                    ApiError::BadRequest(format!(
+                        "gain {}: expected a number from 0 to 4",
+                        shown(&value)
+                    ))
                 })?;
             q.gain = Some(gain);
         }
@@ -135,7 +142,11 @@ pub async fn whip_options(
 ) -> Response {
     let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let token_could_help = matches!(state.0.auth.publish.access(&stream), auth::Access::Token(_));
-    if preflight && !from.trusted_locally() && !token_could_help && !state.0.auth.allow_public_publish {
+    if preflight
+        && !from.trusted_locally()
+        && !token_could_help
+        && !state.0.auth.allow_public_publish
+    {
         if let RequestOrigin::Foreign(o) = &from {
             tracing::info!(origin = %shown(o), stream = %shown(&stream), "refused a cross-origin WHIP preflight");
         }
@@ -203,7 +214,15 @@ pub async fn whep_post(
             RETRY_AFTER_FULL,
         ));
     }
-    create(&state, stream, Role::Viewer, &body, PublishQuery::default(), peer).await
+    create(
+        &state,
+        stream,
+        Role::Viewer,
+        &body,
+        PublishQuery::default(),
+        peer,
+    )
+    .await
 }
 
 /// `POST /{stream}/whip`: a publisher; the stream is created if it does not exist.
@@ -279,12 +298,18 @@ async fn create(
         // The client gets our reason; str0m's words (which can hold addresses of the
         // server's memory) go to the log only.
         let client = peer.map(|p| p.to_string()).unwrap_or_default();
-        tracing::info!(stream, client, endpoint = role.endpoint(), "offer refused: {}", e.detail());
+        tracing::info!(
+            stream,
+            client,
+            endpoint = role.endpoint(),
+            "offer refused: {}",
+            e.detail()
+        );
         match e {
             OfferError::Malformed(m) => ApiError::BadRequest(m),
-            OfferError::Unparsable(_) => ApiError::BadRequest(
-                "the offer is not SDP we can parse (RFC 8866)".into(),
-            ),
+            OfferError::Unparsable(_) => {
+                ApiError::BadRequest("the offer is not SDP we can parse (RFC 8866)".into())
+            }
             OfferError::Unusable(m) => ApiError::Unprocessable(m),
             OfferError::Refused(_) => ApiError::Unprocessable(
                 "the offer cannot be answered: its media sections, codecs or transport \

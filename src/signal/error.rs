@@ -93,9 +93,7 @@ impl From<super::auth::AuthError> for ApiError {
             }
             AuthError::CrossOrigin => {
                 tracing::warn!("refused a publisher: {e}");
-                ApiError::Forbidden(format!(
-                    "{e}; the operator can set --publish-token"
-                ))
+                ApiError::Forbidden(format!("{e}; the operator can set --publish-token"))
             }
         }
     }

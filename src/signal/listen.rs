@@ -307,7 +307,9 @@ mod tests {
     fn ipv6_counts_per_64() {
         let counts = PerAddress::new(1);
         let _s = counts.take("2001:db8:1:2::1".parse().unwrap()).unwrap();
-        assert!(counts.take("2001:db8:1:2:ffff::9".parse().unwrap()).is_none());
+        assert!(counts
+            .take("2001:db8:1:2:ffff::9".parse().unwrap())
+            .is_none());
         assert!(counts.take("2001:db8:1:3::1".parse().unwrap()).is_some());
     }
 

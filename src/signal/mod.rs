@@ -189,7 +189,11 @@ async fn cors(req: Request<axum::body::Body>, next: Next) -> Response {
 
 /// The headers of an OPTIONS answer to `req`. A CORS preflight gets no `Link`, and gets
 /// Private Network Access when it asks (`origin` says when a preflight is refused instead).
-pub(crate) fn options_headers(state: &AppState, methods: &'static str, req: &HeaderMap) -> HeaderMap {
+pub(crate) fn options_headers(
+    state: &AppState,
+    methods: &'static str,
+    req: &HeaderMap,
+) -> HeaderMap {
     let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut h = HeaderMap::new();
     h.insert(header::ALLOW, HeaderValue::from_static(methods));

@@ -133,9 +133,7 @@ fn parse_host(s: &str) -> Option<(String, Option<u16>)> {
 
 /// `localhost`, `*.localhost` (RFC 6761 §6.3) or a loopback address.
 fn loopback_host(host: &str) -> bool {
-    host == "localhost"
-        || host.ends_with(".localhost")
-        || host.parse().is_ok_and(is_loopback)
+    host == "localhost" || host.ends_with(".localhost") || host.parse().is_ok_and(is_loopback)
 }
 
 /// Whether a preflight asks for Private Network Access.
@@ -168,7 +166,10 @@ mod tests {
     #[test]
     fn own_origin_on_loopback_only() {
         let c = |o, host, s| classify(&req(o, host), None, s);
-        assert_eq!(c(None, "127.0.0.1:8889", Scheme::Http), RequestOrigin::NoOrigin);
+        assert_eq!(
+            c(None, "127.0.0.1:8889", Scheme::Http),
+            RequestOrigin::NoOrigin
+        );
         for (o, host) in [
             ("http://127.0.0.1:8889", "127.0.0.1:8889"),
             ("http://LOCALHOST:8889", "localhost:8889"),
@@ -176,7 +177,11 @@ mod tests {
             ("http://localhost", "localhost:80"),
             ("http://app.localhost:9", "app.localhost:9"),
         ] {
-            assert_eq!(c(Some(o), host, Scheme::Http), RequestOrigin::OwnLoopback, "{o}");
+            assert_eq!(
+                c(Some(o), host, Scheme::Http),
+                RequestOrigin::OwnLoopback,
+                "{o}"
+            );
         }
         for (o, host, s) in [
             ("https://evil.example", "127.0.0.1:8889", Scheme::Http),
@@ -185,7 +190,11 @@ mod tests {
             ("https://127.0.0.1:8889", "127.0.0.1:8889", Scheme::Http),
             ("http://127.0.0.1:8889", "127.0.0.1:8889", Scheme::Https),
             // DNS rebinding: our origin, but under a name that is not loopback.
-            ("http://evil.example:8889", "evil.example:8889", Scheme::Http),
+            (
+                "http://evil.example:8889",
+                "evil.example:8889",
+                Scheme::Http,
+            ),
             ("http://127.0.0.1:8889", "", Scheme::Http),
         ] {
             if host.is_empty() {
@@ -194,7 +203,10 @@ mod tests {
                 assert!(matches!(classify(&h, None, s), RequestOrigin::Foreign(_)));
                 continue;
             }
-            assert!(matches!(c(Some(o), host, s), RequestOrigin::Foreign(_)), "{o} {host}");
+            assert!(
+                matches!(c(Some(o), host, s), RequestOrigin::Foreign(_)),
+                "{o} {host}"
+            );
         }
         // HTTP/2: the authority from the URI.
         let mut h = HeaderMap::new();

@@ -130,7 +130,11 @@ pub fn wait_closed(s: &mut TcpStream, limit: Duration) -> Result<Duration, Strin
     }
 }
 
-fn head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// Header names (lower case) and values, in order.
+type Headers = Vec<(String, String)>;
+
+/// The status, headers and where the body starts, once the head is complete.
+fn head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let text = std::str::from_utf8(&buf[..end]).ok()?;
     let mut lines = text.split("\r\n");
