@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::media::sources::SourceSpec;
 use crate::signal::auth::{Access, Secret};
+use crate::signal::listen::HttpLimits;
 use crate::streams::VideoSource;
 
 /// The default HTTP port (MediaMTX's WebRTC port, so its users feel at home).
@@ -247,6 +248,8 @@ pub struct Config {
     /// Most sessions one HTTP client address may have answered and not yet connected
     /// (over it: 503 with Retry-After).
     pub max_pending_per_ip: usize,
+    /// HTTP timeouts and the per-address connection cap.
+    pub http: HttpLimits,
 }
 
 impl Config {
@@ -273,6 +276,7 @@ impl Config {
             // Tests join dozens of viewers at once from 127.0.0.1; the cap has its own
             // tests (tests/hostile_udp.rs sets it).
             max_pending_per_ip: DEFAULT_MAX_VIEWERS,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -296,6 +300,9 @@ struct FileConfig {
     fanout: Option<Fanout>,
     tx_threads: Option<usize>,
     max_pending_per_ip: Option<usize>,
+    header_timeout: Option<f64>,
+    body_timeout: Option<f64>,
+    max_connections_per_ip: Option<usize>,
     streams: BTreeMap<String, FileStream>,
 }
 
@@ -440,6 +447,21 @@ pub struct ServeArgs {
     /// [default: 8].
     #[arg(long, env = "MIXCAST_MAX_PENDING_PER_IP", value_name = "N")]
     pub max_pending_per_ip: Option<usize>,
+    /// Seconds a client has to send a request's headers (from connecting, or from the
+    /// previous answer on a kept-alive connection) and to finish a TLS handshake; then the
+    /// connection is closed [default: 10].
+    #[arg(long, env = "MIXCAST_HEADER_TIMEOUT", value_name = "SECS")]
+    pub header_timeout: Option<f64>,
+
+    /// Seconds a client has to send a request's whole body once its headers are in; then
+    /// 408 [default: 10].
+    #[arg(long, env = "MIXCAST_BODY_TIMEOUT", value_name = "SECS")]
+    pub body_timeout: Option<f64>,
+
+    /// Most open HTTP connections from one client address (IPv6: one /64); more are closed
+    /// at once [default: 64].
+    #[arg(long, env = "MIXCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -623,6 +645,35 @@ impl ServeArgs {
                 "bitrate {bitrate}: Opus takes 6000 to 510000 bits per second"
             )));
         }
+        let seconds = |key: &str, v: Option<f64>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(s) if s > 0.0 && s <= 3600.0 => Ok(std::time::Duration::from_secs_f64(s)),
+            Some(s) => Err(ConfigError::Invalid(format!(
+                "{key} {s}: expected seconds above 0, at most 3600"
+            ))),
+        };
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_timeout: seconds(
+                "header_timeout",
+                self.header_timeout.or(file.header_timeout),
+                defaults.header_timeout,
+            )?,
+            body_timeout: seconds(
+                "body_timeout",
+                self.body_timeout.or(file.body_timeout),
+                defaults.body_timeout,
+            )?,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip),
+        };
+        if http.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections_per_ip must be at least 1".into(),
+            ));
+        }
         let mut public_ips = file.public_ips;
         public_ips.extend(self.public_ips.iter().copied());
         let mut ice_servers = file.ice_servers;
@@ -655,6 +706,7 @@ impl ServeArgs {
             fanout: self.fanout.or(file.fanout).unwrap_or_default(),
             tx_threads,
             max_pending_per_ip,
+            http,
         })
     }
 }
@@ -824,6 +876,41 @@ video = "first"
             err.contains("sometimes") || err.contains("variant"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_limits_from_file_and_flags() {
+        use std::time::Duration;
+        let d = ServeArgs::default().resolve().unwrap().http;
+        assert!(d.header_timeout <= Duration::from_secs(30));
+        assert!(d.body_timeout <= Duration::from_secs(30));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "header_timeout = 2.5\nbody_timeout = 4\nmax_connections_per_ip = 7"
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap().http;
+        assert_eq!(c.header_timeout, Duration::from_millis(2500));
+        assert_eq!(c.body_timeout, Duration::from_secs(4));
+        assert_eq!(c.max_connections_per_ip, 7);
+        args.header_timeout = Some(0.5);
+        args.max_connections_per_ip = Some(3);
+        let c = args.resolve().unwrap().http;
+        assert_eq!(c.header_timeout, Duration::from_millis(500));
+        assert_eq!(c.max_connections_per_ip, 3);
+        for bad in [0.0, -1.0, f64::NAN, 1e9] {
+            args.body_timeout = Some(bad);
+            let e = args.resolve().unwrap_err().to_string();
+            assert!(e.contains("body_timeout"), "{e}");
+        }
+        args.body_timeout = None;
+        args.max_connections_per_ip = Some(0);
+        assert!(args.resolve().is_err());
     }
 
     #[test]

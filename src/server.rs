@@ -227,45 +227,18 @@ impl Server {
             .build()?;
         let (http_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = signal::app(state);
-        match https {
-            None => {
-                let listener = {
-                    let _guard = runtime.enter();
-                    tokio::net::TcpListener::from_std(http)?
-                };
-                runtime.spawn(async move {
-                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    });
-                    if let Err(e) = serve.await {
-                        tracing::error!("HTTP server: {e}");
-                    }
-                });
-            }
-            Some(tls) => {
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-                let handle = axum_server::Handle::new();
-                let h2 = handle.clone();
-                runtime.spawn(async move {
-                    let _ = stopped.await;
-                    h2.graceful_shutdown(Some(Duration::from_millis(500)));
-                });
-                // The listener registers with the runtime's reactor as it is made.
-                let server = {
-                    let _guard = runtime.enter();
-                    axum_server::from_tcp_rustls(http, rustls)?.handle(handle)
-                };
-                runtime.spawn(async move {
-                    if let Err(e) = server
-                        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                        .await
-                    {
-                        tracing::error!("HTTPS server: {e}");
-                    }
-                });
-            }
-        }
+        // One accept loop for HTTP and HTTPS, with the timeouts and caps (signal::listen).
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(http)?
+        };
+        runtime.spawn(signal::listen::serve(
+            listener,
+            https,
+            app,
+            config.http,
+            stopped,
+        ));
         let scheme = if config.tls.is_some() {
             "https"
         } else {

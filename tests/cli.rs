@@ -24,7 +24,16 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
 fn help_explains_the_options() {
     let (code, out, _) = mixcast(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--source", "--bind", "--fanout", "--tx-threads", "--config"] {
+    for flag in [
+        "--source",
+        "--bind",
+        "--fanout",
+        "--tx-threads",
+        "--config",
+        "--header-timeout",
+        "--body-timeout",
+        "--max-connections-per-ip",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod egress;
 pub mod offer;
+pub mod offer_checks;
 pub mod restart;
 pub mod sync;
 pub mod unbundled;

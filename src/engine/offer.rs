@@ -12,14 +12,29 @@ use str0m::{Candidate, Rtc};
 use crate::streams::VideoSource;
 
 /// Why an offer was refused. Signalling maps these to HTTP statuses (400 and 422).
+/// `Malformed` and `Unusable` hold our own words, fit for the client; `Unparsable` and
+/// `Refused` hold str0m's, which are for the log only (they can quote memory addresses).
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
     /// The body is not SDP we can parse (400).
     #[error("malformed SDP: {0}")]
     Malformed(String),
+    /// str0m could not parse it (400); its error text.
+    #[error("SDP parse: {0}")]
+    Unparsable(String),
     /// Parsed, but we cannot serve it (422).
     #[error("unusable offer: {0}")]
     Unusable(String),
+    /// str0m refused to answer it (422); its error text.
+    #[error("str0m refused the offer: {0}")]
+    Refused(String),
+}
+
+impl OfferError {
+    /// The whole story, for the log.
+    pub fn detail(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// What kind of peer an `Rtc` is built for.
@@ -207,9 +222,11 @@ pub fn accept_with_video(
     if !offer.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("an SDP offer starts with v=0".into()));
     }
+    super::offer_checks::lines(offer)?;
     let mut parsed =
-        SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Unparsable(e.to_string()))?;
     check_shape(offer, role)?;
+    super::offer_checks::values(offer, role)?;
     let ice_lite = role == Role::Publisher && needs_ice_lite(offer);
     // An offer without BUNDLE: str0m gets only the section we serve (see `unbundled`).
     let unbundled = super::unbundled::plan(offer)?;
@@ -221,7 +238,7 @@ pub fn accept_with_video(
             );
         }
         parsed = SdpOffer::from_sdp_string(&plan.offer)
-            .map_err(|e| OfferError::Malformed(e.to_string()))?;
+            .map_err(|e| OfferError::Unparsable(e.to_string()))?;
     }
     let served = unbundled.as_ref().map_or(offer, |p| p.offer.as_str());
 
@@ -274,7 +291,7 @@ pub fn accept_with_video(
     let answer = rtc
         .sdp_api()
         .accept_offer(parsed)
-        .map_err(|e| OfferError::Unusable(e.to_string()))?;
+        .map_err(|e| OfferError::Refused(e.to_string()))?;
     let answer = match &unbundled {
         Some(plan) => plan.restore(&answer.to_sdp_string())?,
         None => answer.to_sdp_string(),

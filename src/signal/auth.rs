@@ -14,6 +14,8 @@
 //!   anyone: an unconfigured server on a public address must not become an open relay.
 //!   Behind a reverse proxy on the same host every client looks local: configure a token.
 //! - A configured token is never bypassed, not even from loopback.
+//! - Loopback trust does not extend to a browser request from a page of another origin
+//!   (`signal::origin` decides which those are): such a page must show a token.
 //!
 //! Status codes (for `signal::error`): a missing, malformed or wrong token is `401` with
 //! `WWW-Authenticate: Bearer` (RFC 9725 §4.5, RFC 6750 §3). A non-loopback publisher when
@@ -105,6 +107,11 @@ pub enum AuthError {
     /// Publishing from a non-loopback address with no publish token configured. `403`.
     #[error("publishing is open to loopback clients only until a publish token is configured")]
     NotLoopback,
+    /// Publishing without a token from loopback, by a page of another origin. `403`.
+    #[error(
+        "a web page of another origin may not publish without a token, even from this machine"
+    )]
+    CrossOrigin,
 }
 
 /// Checks `headers` against `required`: `Ok` for [`Access::Public`], else the request
@@ -136,15 +143,20 @@ pub fn may_publish(peer: SocketAddr, publish: &Access, allow_anyone: bool) -> bo
     }
 }
 
-/// The whole publishing decision: [`may_publish`], then [`check`].
+/// The whole publishing decision: [`may_publish`], then [`check`]. `local_page`: the request
+/// is not a foreign page's (`signal::origin`); without it loopback is not trusted.
 pub fn check_publish(
     headers: &HeaderMap,
     peer: SocketAddr,
+    local_page: bool,
     publish: &Access,
     allow_anyone: bool,
 ) -> Result<(), AuthError> {
     if !may_publish(peer, publish, allow_anyone) {
         return Err(AuthError::NotLoopback);
+    }
+    if matches!(publish, Access::Public) && !allow_anyone && !local_page {
+        return Err(AuthError::CrossOrigin);
     }
     check(headers, publish)
 }
@@ -366,15 +378,24 @@ mod tests {
 
         let none = HeaderMap::new();
         assert_eq!(
-            check_publish(&none, addr("127.0.0.1"), &open, false),
+            check_publish(&none, addr("127.0.0.1"), true, &open, false),
             Ok(())
         );
         assert_eq!(
-            check_publish(&none, addr("192.168.1.20"), &open, false),
+            check_publish(&none, addr("192.168.1.20"), true, &open, false),
             Err(AuthError::NotLoopback)
         );
+        // A foreign page on this machine is not trusted as loopback.
         assert_eq!(
-            check_publish(&none, addr("192.168.1.20"), &open, true),
+            check_publish(&none, addr("127.0.0.1"), false, &open, false),
+            Err(AuthError::CrossOrigin)
+        );
+        assert_eq!(
+            check_publish(&none, addr("127.0.0.1"), false, &open, true),
+            Ok(())
+        );
+        assert_eq!(
+            check_publish(&none, addr("192.168.1.20"), false, &open, true),
             Ok(())
         );
     }
@@ -386,16 +407,16 @@ mod tests {
         let wrong = with_auth(&[b"Bearer nope"]);
         assert!(may_publish(addr("192.168.1.20"), &access, false));
         assert_eq!(
-            check_publish(&right, addr("192.168.1.20"), &access, false),
+            check_publish(&right, addr("192.168.1.20"), false, &access, false),
             Ok(())
         );
         // Loopback does not bypass a token.
         assert_eq!(
-            check_publish(&wrong, addr("127.0.0.1"), &access, false),
+            check_publish(&wrong, addr("127.0.0.1"), true, &access, false),
             Err(AuthError::WrongToken)
         );
         assert_eq!(
-            check_publish(&HeaderMap::new(), addr("::1"), &access, true),
+            check_publish(&HeaderMap::new(), addr("::1"), true, &access, true),
             Err(AuthError::Missing)
         );
     }

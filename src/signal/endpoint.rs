@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
-use serde::Deserialize;
 
 use super::auth;
-use super::error::ApiError;
+use super::error::{shown, ApiError};
+use super::origin::{self, RequestOrigin, Scheme};
 use super::{add_ice_links, options_headers, AppState};
 use crate::config::valid_stream_name;
 use crate::engine::egress::PublisherOptions;
@@ -47,12 +48,63 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
+/// Where a request comes from, as browsers say (see `signal::origin`).
+pub struct Origin(pub RequestOrigin);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let scheme = parts
+            .extensions
+            .get::<Scheme>()
+            .copied()
+            .unwrap_or(Scheme::Http);
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        Ok(Origin(origin::classify(&parts.headers, authority, scheme)))
+    }
+}
+
 /// Query parameters of a WHIP POST.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default)]
 pub struct PublishQuery {
     /// The publisher's gain in the mix (linear, 0 to 4; default 1).
     gain: Option<f32>,
+}
+
+impl PublishQuery {
+    /// From the query's pairs: `gain` at most once, a number from 0 to 4; parameters we do
+    /// not know are ignored.
+    fn parse(
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Self, ApiError> {
+        let Query(pairs) = query.map_err(|_| {
+            ApiError::BadRequest(
+                "the query string is not percent-encoded UTF-8 key=value pairs".into(),
+            )
+        })?;
+        let mut q = PublishQuery::default();
+        for (key, value) in pairs {
+            if key != "gain" {
+                continue;
+            }
+            if q.gain.is_some() {
+                return Err(ApiError::BadRequest("gain is given more than once".into()));
+            }
+            let gain = value
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|g| (0.0..=4.0).contains(g))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "gain {}: expected a number from 0 to 4",
+                        shown(&value)
+                    ))
+                })?;
+            q.gain = Some(gain);
+        }
+        Ok(q)
+    }
 }
 
 /// `GET`/`HEAD /{stream}/whep`: 200 with no body for a stream that exists.
@@ -61,7 +113,7 @@ pub async fn whep_get(
     Path(stream): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if !state.0.directory.contains(&stream) {
-        return Err(ApiError::NotFound(format!("no stream {stream:?}")));
+        return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
     }
     Ok(StatusCode::OK)
 }
@@ -71,19 +123,46 @@ pub async fn whep_get(
 pub async fn whip_get(Path(stream): Path<String>) -> Result<StatusCode, ApiError> {
     if !valid_stream_name(&stream) {
         return Err(ApiError::NotFound(format!(
-            "{stream:?} is not a stream name"
+            "{} is not a stream name",
+            shown(&stream)
         )));
     }
     Ok(StatusCode::OK)
 }
 
-/// `OPTIONS` on either endpoint.
-pub async fn options(State(state): State<AppState>, req: HeaderMap) -> Response {
+/// `OPTIONS` on a WHEP endpoint: any origin may view (a read token still decides).
+pub async fn whep_options(State(state): State<AppState>, req: HeaderMap) -> Response {
+    endpoint_options(&state, &req)
+}
+
+/// `OPTIONS` on a WHIP endpoint. A preflight from another origin is granted only when the
+/// POST could succeed from there: with a publish token for the stream, or when anyone may
+/// publish; otherwise 403 (the loopback rule does not cover foreign pages).
+pub async fn whip_options(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Origin(from): Origin,
+    req: HeaderMap,
+) -> Response {
     let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let h = options_headers(&state, "GET, HEAD, POST, OPTIONS", preflight);
+    let token_could_help = matches!(state.0.auth.publish.access(&stream), auth::Access::Token(_));
+    if preflight
+        && !from.trusted_locally()
+        && !token_could_help
+        && !state.0.auth.allow_public_publish
+    {
+        if let RequestOrigin::Foreign(o) = &from {
+            tracing::info!(origin = %shown(o), stream = %shown(&stream), "refused a cross-origin WHIP preflight");
+        }
+        return ApiError::from(auth::AuthError::CrossOrigin).into_response();
+    }
+    endpoint_options(&state, &req)
+}
+
+fn endpoint_options(state: &AppState, req: &HeaderMap) -> Response {
+    let mut h = options_headers(state, "GET, HEAD, POST, OPTIONS", req);
     // CORS lists the session's methods too: MediaMTX as a client trickles only when the
     // endpoint's `Access-Control-Allow-Methods` names PATCH (WHIP-WHEP.md).
-    let mut h = h;
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PATCH, DELETE, OPTIONS"),
@@ -130,7 +209,7 @@ pub async fn whep_post(
         return Err(ApiError::UnsupportedMediaType("application/sdp"));
     }
     if !state.0.directory.contains(&stream) {
-        return Err(ApiError::NotFound(format!("no stream {stream:?}")));
+        return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
     }
     auth::check(&headers, &state.0.auth.read.access(&stream))?;
     if state.0.sessions.count_role(Role::Viewer) >= state.0.max_viewers {
@@ -143,9 +222,9 @@ pub async fn whep_post(
         &state,
         stream,
         Role::Viewer,
-        peer,
         &body,
         PublishQuery::default(),
+        peer,
     )
     .await
 }
@@ -154,8 +233,9 @@ pub async fn whep_post(
 pub async fn whip_post(
     State(state): State<AppState>,
     Path(stream): Path<String>,
-    Query(query): Query<PublishQuery>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     PeerAddr(peer): PeerAddr,
+    Origin(from): Origin,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -164,26 +244,33 @@ pub async fn whip_post(
     }
     if !valid_stream_name(&stream) {
         return Err(ApiError::NotFound(format!(
-            "{stream:?} is not a stream name (letters, digits, '-', '_', '.')"
+            "{} is not a stream name (letters, digits, '-', '_', '.'; at most 64)",
+            shown(&stream)
         )));
     }
+    let query = PublishQuery::parse(query)?;
     let access = state.0.auth.publish.access(&stream);
-    let client = peer;
     // No address (a router called without a socket) counts as a remote client.
-    let peer = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
-    auth::check_publish(&headers, peer, &access, state.0.auth.allow_public_publish)?;
+    let client = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
+    if let Err(e) = auth::check_publish(
+        &headers,
+        client,
+        from.trusted_locally(),
+        &access,
+        state.0.auth.allow_public_publish,
+    ) {
+        if let RequestOrigin::Foreign(o) = &from {
+            tracing::info!(stream, %client, origin = %shown(o), "publisher refused: {e}");
+        }
+        return Err(e.into());
+    }
     if state.0.sessions.count_role(Role::Publisher) >= state.0.max_publishers {
         return Err(ApiError::Overloaded(
             format!("at most {} publishers", state.0.max_publishers),
             RETRY_AFTER_FULL,
         ));
     }
-    if let Some(g) = query.gain {
-        if !(0.0..=4.0).contains(&g) {
-            return Err(ApiError::BadRequest(format!("gain {g}: expected 0 to 4")));
-        }
-    }
-    create(&state, stream, Role::Publisher, client, &body, query).await
+    create(&state, stream, Role::Publisher, &body, query, peer).await
 }
 
 /// Counts session `key` as pending for the client's address (until it connects or ends),
@@ -217,9 +304,9 @@ async fn create(
     state: &AppState,
     stream: String,
     role: Role,
-    peer: Option<SocketAddr>,
     body: &[u8],
     query: PublishQuery,
+    peer: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
     let offer = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("the offer is not UTF-8".into()))?;
@@ -237,9 +324,29 @@ async fn create(
         video_source,
         video,
     )
-    .map_err(|e| match e {
-        OfferError::Malformed(m) => ApiError::BadRequest(m),
-        OfferError::Unusable(m) => ApiError::Unprocessable(m),
+    .map_err(|e| {
+        // The client gets our reason; str0m's words (which can hold addresses of the
+        // server's memory) go to the log only.
+        let client = peer.map(|p| p.to_string()).unwrap_or_default();
+        tracing::info!(
+            stream,
+            client,
+            endpoint = role.endpoint(),
+            "offer refused: {}",
+            e.detail()
+        );
+        match e {
+            OfferError::Malformed(m) => ApiError::BadRequest(m),
+            OfferError::Unparsable(_) => {
+                ApiError::BadRequest("the offer is not SDP we can parse (RFC 8866)".into())
+            }
+            OfferError::Unusable(m) => ApiError::Unprocessable(m),
+            OfferError::Refused(_) => ApiError::Unprocessable(
+                "the offer cannot be answered: its media sections, codecs or transport \
+                 parameters are not usable"
+                    .into(),
+            ),
+        }
     })?;
 
     let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);

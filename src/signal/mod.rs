@@ -6,8 +6,11 @@
 
 pub mod assets;
 pub mod auth;
+mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod listen;
+pub mod origin;
 pub mod session;
 pub mod tls;
 
@@ -16,6 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -135,14 +139,14 @@ pub fn app(state: AppState) -> Router {
             get(endpoint::whep_get)
                 .head(endpoint::whep_get)
                 .post(endpoint::whep_post)
-                .options(endpoint::options),
+                .options(endpoint::whep_options),
         )
         .route(
             "/{stream}/whip",
             get(endpoint::whip_get)
                 .head(endpoint::whip_get)
                 .post(endpoint::whip_post)
-                .options(endpoint::options),
+                .options(endpoint::whip_options),
         )
         .route(
             "/{stream}/whep/{id}",
@@ -156,6 +160,9 @@ pub fn app(state: AppState) -> Router {
                 .delete(session::whip_delete)
                 .options(session::options),
         )
+        .fallback(error::no_route)
+        .layer(DefaultBodyLimit::max(listen::MAX_BODY))
+        .layer(middleware::from_fn(error::problem_shape))
         .layer(middleware::from_fn(cors))
         .with_state(state)
 }
@@ -164,6 +171,8 @@ pub fn app(state: AppState) -> Router {
 const EXPOSE: &str = "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After";
 
 /// Adds the CORS headers every response carries (WHEP players are often on other origins).
+/// `*` grants no ambient authority: nothing here is behind a cookie, every credential is a
+/// Bearer token the page must know; who may publish is decided per request (`origin`).
 async fn cors(req: Request<axum::body::Body>, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -178,12 +187,14 @@ async fn cors(req: Request<axum::body::Body>, next: Next) -> Response {
     res
 }
 
-/// The headers of an OPTIONS answer. `preflight`: a CORS preflight, which gets no `Link`.
+/// The headers of an OPTIONS answer to `req`. A CORS preflight gets no `Link`, and gets
+/// Private Network Access when it asks (`origin` says when a preflight is refused instead).
 pub(crate) fn options_headers(
     state: &AppState,
     methods: &'static str,
-    preflight: bool,
+    req: &HeaderMap,
 ) -> HeaderMap {
+    let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut h = HeaderMap::new();
     h.insert(header::ALLOW, HeaderValue::from_static(methods));
     h.insert(
@@ -202,7 +213,9 @@ pub(crate) fn options_headers(
         HeaderName::from_static("accept-patch"),
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
-    if !preflight {
+    if preflight {
+        origin::grant_private_network(req, &mut h);
+    } else {
         add_ice_links(state, &mut h);
     }
     h

@@ -85,8 +85,7 @@ async fn delete(
 
 /// `OPTIONS` on a session.
 pub async fn options(State(state): State<AppState>, req: HeaderMap) -> Response {
-    let preflight = req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let h = options_headers(&state, "PATCH, DELETE, OPTIONS", preflight);
+    let h = options_headers(&state, "PATCH, DELETE, OPTIONS", &req);
     (StatusCode::NO_CONTENT, h).into_response()
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Why a provider is installed explicitly: rustls picks one from its crate features only when
 //! exactly one of `aws-lc-rs` and `ring` is enabled, and our dependencies enable both (str0m
-//! and axum-server want aws-lc-rs, ureq ring), so rustls panicked at the first HTTPS
+//! wants aws-lc-rs, ureq ring), so rustls panicked at the first HTTPS
 //! configuration. We install aws-lc-rs, the one str0m and our STUN code already link.
 
 use std::path::{Path, PathBuf};
