@@ -11,6 +11,7 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .env_remove("MIXCAST_TLS_CERT")
         .env_remove("MIXCAST_TLS_KEY")
         .env_remove("MIXCAST_MAX_PENDING_PER_IP")
+        .env_remove("MIXCAST_METRICS_TOKEN")
         .output()
         .expect("the binary runs");
     (
@@ -167,4 +168,49 @@ fn max_pending_per_ip_flag_and_key() {
     let (code, _, err) = mixcast(&["--check-config", "--max-pending-per-ip", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("max_pending_per_ip"), "{err}");
+}
+
+/// `--metrics-token` (env `MIXCAST_METRICS_TOKEN`, config key `metrics_tokens`) reaches the
+/// configuration (printed as `Secret(..)` in the pretty `--check-config` output, never in clear) and a token a client could not
+/// send is refused. What it does: tests/whip_router.rs `metrics_are_hidden_with_the_streams`.
+#[test]
+fn metrics_token_flag_env_and_key() {
+    let (code, out, _) = mixcast(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--metrics-token"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("metrics: [],"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config", "--metrics-token", "scrape-1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("scrape-1"),
+        "the token is never printed: {out}"
+    );
+    let env = Command::new(env!("CARGO_BIN_EXE_mixcast"))
+        .arg("--check-config")
+        .env("MIXCAST_METRICS_TOKEN", "scrape-2")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixcast.toml");
+    std::fs::write(&file, "metrics_tokens = [\"a\", \"b\"]\n").unwrap();
+    let (code, out, err) = mixcast(&["--check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    let (code, _, err) = mixcast(&["--check-config", "--metrics-token", "two words"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--metrics-token"), "{err}");
 }
