@@ -26,6 +26,7 @@
 mod context;
 mod peer;
 mod session;
+mod timer;
 mod wire;
 
 pub use peer::{fingerprints_in, ExpectedPeer, Fingerprint};
