@@ -5,7 +5,8 @@
 //!
 //! - 10% loss and 100 ms delay each way, from the first STUN check on: aiortc and our own
 //!   client connect and hear the `live` signal (440 Hz left, 660 Hz right); FFmpeg 8
-//!   publishes its stereo tone through it and a viewer hears it in the mix.
+//!   connects through the delay, publishes its stereo tone through the loss, and a viewer
+//!   hears it in the mix.
 //! - The FFmpeg publisher killed (SIGKILL) mid-stream: its session is reaped after the
 //!   media timeout, and the session counters return to 0.
 //! - A DTLS stall (the relay drops every DTLS record): the session that never connects is
@@ -245,7 +246,10 @@ fn ffmpeg_publishes_through_loss_then_is_killed_and_reaped() {
     let Some(py) = python_with(TEST, &["av", "numpy"]) else {
         return;
     };
-    let path = Impaired::start(LOSSY, 0x5eed_0002);
+    // FFmpeg gives its whole handshake 5 s: through 10% loss that budget runs out now and
+    // then (one seed of the loss in seven here, see the README). So its handshake crosses
+    // the delay only, and the loss starts once its media flows.
+    let path = Impaired::start(Impairment { loss: 0.0, ..LOSSY }, 0x5eed_0002);
     let mut cmd = py.command(&python::script("ffmpeg_whip.py"));
     cmd.arg(path.url("faulty", "whip"))
         .arg("--seconds")
@@ -254,7 +258,8 @@ fn ffmpeg_publishes_through_loss_then_is_killed_and_reaped() {
         .arg(LEFT_HZ.to_string())
         .arg("--right-hz")
         .arg(RIGHT_HZ.to_string())
-        .arg("--no-video");
+        .arg("--no-video")
+        .arg("--verbose"); // its log, shown if its media does not flow
     let ffmpeg = Running::spawn(cmd, "ffmpeg_whip.py").unwrap();
     let deadline = Instant::now() + SESSION_TIMEOUT;
     while session_counts(&path.server).3 == 0 {
@@ -273,13 +278,20 @@ fn ffmpeg_publishes_through_loss_then_is_killed_and_reaped() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     while flowing(&path) < 100 {
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(15),
-            "FFmpeg's media does not flow: {}",
-            path.counts()
-        );
+        if Instant::now() > deadline + Duration::from_secs(15) {
+            let log = ffmpeg
+                .wait(Duration::from_millis(10))
+                .err()
+                .unwrap_or_default();
+            panic!(
+                "FFmpeg's media does not flow: {}\nFFmpeg: {log}",
+                path.counts()
+            );
+        }
         thread::sleep(Duration::from_millis(50));
     }
+    path.relay.impairment.lock().unwrap().loss = LOSSY.loss;
+    thread::sleep(Duration::from_millis(500));
     // A viewer on a clear path hears FFmpeg's tone, which crossed the lossy one.
     let direct = format!("http://{}/faulty/whep", path.server.http_addr());
     let report = play(&viewer(direct, 5)).expect("the viewer plays");

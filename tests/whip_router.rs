@@ -551,5 +551,10 @@ async fn metrics_are_hidden_with_the_streams() {
     );
     let res = send(&r, get("/metrics", REMOTE, Some("scrape"), None)).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(body_text(res).await.contains("mixcast_"));
+    // Issue 15: a stream nobody watches still has its sample.
+    let text = body_text(res).await;
+    assert!(
+        text.contains("mixcast_viewers{stream=\"live\"} 0\n"),
+        "{text}"
+    );
 }

@@ -85,7 +85,14 @@ pub async fn metrics(
         ApiError::from(e)
     })?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
-        let mut text = state.0.metrics.render();
+        let streams: Vec<String> = state
+            .0
+            .directory
+            .list()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut text = state.0.metrics.render_with(&streams);
         render_tx_load(&state.0.tx, &mut text);
         text
     }))

@@ -26,7 +26,6 @@
 mod context;
 mod peer;
 mod session;
-mod timer;
 mod wire;
 
 pub use peer::{fingerprints_in, ExpectedPeer, Fingerprint};

@@ -105,7 +105,6 @@ impl Session {
         );
         ssl.set_mtu(u32::try_from(mtu).unwrap_or(1200))
             .map_err(|e| err("MTU", e))?;
-        super::timer::use_schedule(&ssl);
         let stream = SslStream::new(ssl, Wire::default()).map_err(|e| err("stream", e))?;
         Ok(Session {
             stream,

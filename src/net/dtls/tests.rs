@@ -333,38 +333,3 @@ fn the_offers_fingerprint_is_checked_in_the_handshake() {
     assert!(c.error.is_some(), "the failure is reported");
     let _ = s;
 }
-
-/// A lost flight is sent again after 250 ms, not OpenSSL's 1 s (see `timer`): the
-/// ClientHello is dropped, the session asks to be woken about 250 ms later, and then sends
-/// it again.
-#[test]
-fn a_lost_flight_is_sent_again_after_250_ms() {
-    let cert = ec_cert(Nid::X9_62_PRIME256V1);
-    let mut client = ours(&cert);
-    client.set_active(true);
-    let start = Instant::now();
-    client.handle_timeout(start).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut hellos = 0;
-    let wake = loop {
-        match client.poll_output(&mut buf) {
-            DtlsOutput::Packet(_) => hellos += 1, // lost
-            DtlsOutput::Timeout(at) => break at,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    assert_eq!(hellos, 1, "one ClientHello");
-    let wait = wake.saturating_duration_since(start);
-    assert!(
-        wait <= super::timer::FIRST_RETRANSMIT && wait > Duration::from_millis(150),
-        "the first retransmission is due after {wait:?}"
-    );
-    // OpenSSL's timer runs on the wall clock: let it expire.
-    std::thread::sleep(wait + Duration::from_millis(20));
-    client.handle_timeout(Instant::now()).unwrap();
-    let mut again = 0;
-    while let DtlsOutput::Packet(_) = client.poll_output(&mut buf) {
-        again += 1;
-    }
-    assert_eq!(again, 1, "the ClientHello again");
-}
