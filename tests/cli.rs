@@ -214,3 +214,65 @@ fn metrics_token_flag_env_and_key() {
     assert_eq!(code, 2);
     assert!(err.contains("--metrics-token"), "{err}");
 }
+
+/// Runs the server binary on loopback until it has said it is ready, then stops it
+/// with SIGINT; everything it wrote to stdout (where the log goes), line by line.
+fn served_log(extra: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixcast"))
+        .args(["--bind", "127.0.0.1", "--http-port", "0", "--udp-port", "0"])
+        .args(extra)
+        .env_remove("MIXCAST_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // Start-up ends with "ready", once SIGINT is caught.
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        let done = line.contains("ready; Ctrl-C or SIGTERM stops");
+        lines.push(std::mem::take(&mut line));
+        if done {
+            break;
+        }
+    }
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        lines.push(std::mem::take(&mut line));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {lines:?}");
+    lines
+}
+
+/// Issue 15: logs into a pipe or file carry no colour codes; `--log-format json` (env
+/// `MIXCAST_LOG_FORMAT`) writes one JSON object per line with level, target and message.
+#[test]
+fn logs_are_plain_in_pipes_and_json_on_request() {
+    let text = served_log(&[]);
+    assert!(
+        text.iter()
+            .any(|l| l.contains("signalling on http://127.0.0.1:")),
+        "{text:?}"
+    );
+    for l in &text {
+        assert!(!l.contains('\x1b'), "a colour code in a pipe: {l:?}");
+    }
+    let json = served_log(&["--log-format", "json"]);
+    assert!(json.len() >= 5, "{json:?}");
+    for l in &json {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l:?}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{l}");
+        assert!(v["fields"]["message"].is_string(), "{l}");
+    }
+    assert!(json.iter().any(|l| l.contains("stopped in")), "{json:?}");
+    let (code, _, err) = mixcast(&["--log-format", "xml", "--check-config"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("text") && err.contains("json"), "{err}");
+}
