@@ -295,6 +295,11 @@ pub async fn whip_post(
     create(&state, stream, Role::Publisher, &body, query, peer).await
 }
 
+/// A client address for a log line.
+pub(crate) fn client_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string())
+}
+
 /// Counts session `key` as pending for the client's address (until it connects or ends),
 /// or refuses it with 503 when that address has its share pending already.
 fn hold_pending(state: &AppState, key: u64, peer: Option<SocketAddr>) -> Result<(), ApiError> {
@@ -419,6 +424,9 @@ async fn create(
             etag: etag.clone(),
             remote_ufrag: sdp_ufrag(offer),
             owner,
+            client: peer,
+            created: Instant::now(),
+            connected_after: None,
         },
     );
     let rtc = Box::new(negotiated.rtc);
@@ -455,12 +463,13 @@ async fn create(
         ));
     }
     state.0.metrics.session_created();
-    tracing::debug!(
-        stream,
+    tracing::info!(
         key,
-        endpoint = role.endpoint(),
         ice_lite = negotiated.ice_lite,
-        "session created"
+        "{} {id} of stream {} from {}: answered",
+        role.noun(),
+        shown(&stream),
+        client_text(peer)
     );
 
     let mut h = HeaderMap::new();

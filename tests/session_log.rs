@@ -1,5 +1,9 @@
-//! Issue 14 item 10: a client refused in a loop cannot flood the log. Against a real server
-//! on 127.0.0.1: 40 WHIP POSTs from a page of another origin (403, the loopback rule does
+//! The log lines a person reads, from a real server on 127.0.0.1.
+//!
+//! Sessions (issue 15): one line when a session is answered, one when it connects and one
+//! when it ends, each naming it by the id in its URL, its stream and the client's address.
+//!
+//! Refusals (issue 14 item 10): a client refused in a loop cannot flood the log: 40 WHIP POSTs from a page of another origin (403, the loopback rule does
 //! not cover foreign pages) and 40 WHEP POSTs without the read token (401) give one log
 //! line each, naming the client and the stream; after the interval the next line counts
 //! the ones left out. The answers themselves are not throttled: every request gets its
@@ -10,8 +14,10 @@ mod raw_http;
 #[path = "common/server_log.rs"]
 mod server_log;
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use mixcast::client::whep::{play, PlayOptions};
 use mixcast::config::{AuthConfig, Config, TokenRules};
 use mixcast::server::Server;
 use mixcast::signal::auth::Secret;
@@ -29,9 +35,55 @@ fn offer(direction: Direction) -> String {
     api.apply().unwrap().0.to_sdp_string()
 }
 
+/// The capture, installed once for the tests of this binary.
+fn log() -> &'static ServerLog {
+    static LOG: OnceLock<ServerLog> = OnceLock::new();
+    LOG.get_or_init(|| ServerLog::install().unwrap())
+}
+
+#[test]
+fn a_session_is_logged_by_its_url_id_stream_and_address() {
+    let log = log();
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let report = play(&PlayOptions {
+        url: format!("http://{}/live/whep", server.http_addr()),
+        token: None,
+        duration: Duration::from_millis(500),
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        decode: false,
+    })
+    .expect("the viewer plays");
+    assert!(report.packets > 0);
+    let id = report.session_url.rsplit('/').next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mine = loop {
+        let mine: Vec<String> = log
+            .lines()
+            .into_iter()
+            .map(|l| l.message)
+            .filter(|m| m.starts_with(&format!("viewer {id} ")))
+            .collect();
+        if mine.len() >= 3 || Instant::now() > deadline {
+            break mine;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(mine.len(), 3, "{mine:#?}");
+    for (line, says) in mine
+        .iter()
+        .zip(["answered", "connected after", "ended (closed)"])
+    {
+        assert!(
+            line.contains("of stream \"live\" from 127.0.0.1:") && line.contains(says),
+            "{line:?} should say {says:?}"
+        );
+    }
+    server.shutdown();
+}
+
 #[test]
 fn refusals_in_a_loop_log_one_line_per_interval() {
-    let log = ServerLog::install().unwrap();
+    let log = log();
     let server = Server::start(Config {
         auth: AuthConfig {
             read: TokenRules {
