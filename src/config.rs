@@ -128,7 +128,7 @@ pub struct StreamConfig {
 }
 
 /// A STUN or TURN server offered to clients in `Link` headers.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
     /// `stun:host:port` or `turn:host:port?transport=udp`.
@@ -137,6 +137,20 @@ pub struct IceServer {
     pub username: Option<String>,
     /// TURN password.
     pub credential: Option<String>,
+}
+
+/// `--check-config` prints the configuration: the TURN credential is not for its output.
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "(redacted)"),
+            )
+            .finish()
+    }
 }
 
 impl IceServer {
@@ -318,6 +332,9 @@ struct FileConfig {
     body_timeout: Option<f64>,
     max_connections_per_ip: Option<usize>,
     streams: BTreeMap<String, FileStream>,
+    /// The file's folder (not a key: set by `read_file`).
+    #[serde(skip)]
+    base: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -574,10 +591,11 @@ impl ServeArgs {
             }
             let mut inputs = Vec::new();
             for i in &s.sources {
+                let base = file.base.as_deref();
                 inputs.push(match i {
-                    FileInput::Spec(t) => parse_input(t, 1.0)?,
+                    FileInput::Spec(t) => parse_file_input(t, 1.0, base)?,
                     FileInput::WithGain { source, gain } => {
-                        parse_input(source, gain.unwrap_or(1.0))?
+                        parse_file_input(source, gain.unwrap_or(1.0), base)?
                     }
                 });
             }
@@ -746,10 +764,41 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })
+    })?;
+    // Paths in a config file are the file's, wherever mixcast is started from (flags'
+    // paths stay relative to the working directory, as a shell's are).
+    file.base = path.parent().map(Path::to_path_buf);
+    if let Some(tls) = &mut file.tls {
+        tls.cert = file_relative(file.base.as_deref(), &tls.cert);
+        tls.key = file_relative(file.base.as_deref(), &tls.key);
+    }
+    Ok(file)
+}
+
+/// `path` as written in a config file in folder `base`: relative ones are the folder's.
+fn file_relative(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// A source from a config file in folder `base`, its files' paths taken from there.
+fn parse_file_input(
+    text: &str,
+    gain: f32,
+    base: Option<&Path>,
+) -> Result<InputConfig, ConfigError> {
+    let mut input = parse_input(text, gain)?;
+    if let SourceSpec::Files(paths) = &mut input.spec {
+        for p in paths.iter_mut() {
+            *p = file_relative(base, p);
+        }
+    }
+    Ok(input)
 }
 
 #[cfg(test)]
@@ -1004,5 +1053,49 @@ read_tokens = ["radio-read"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("--read-token"), "{err}");
+    }
+
+    #[test]
+    fn paths_in_a_config_file_are_the_files_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mixcast.toml");
+        std::fs::write(
+            &conf,
+            "[tls]\ncert = \"certs/c.pem\"\nkey = \"/abs/k.pem\"\n\
+             [streams.music]\nsources = [\"file:music/a.flac,b.ogg\", \
+             { source = \"c.wav\", gain = 0.5 }, \"tone\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(conf),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("certs/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/k.pem"), "absolute stays");
+        let music = c.streams.iter().find(|s| s.name == "music").unwrap();
+        assert_eq!(
+            music.sources[0].spec,
+            SourceSpec::Files(vec![
+                dir.path().join("music/a.flac"),
+                dir.path().join("b.ogg")
+            ])
+        );
+        assert_eq!(
+            music.sources[1].spec,
+            SourceSpec::Files(vec![dir.path().join("c.wav")])
+        );
+        assert_eq!(music.sources[2].spec, SourceSpec::Tone);
+        // A flag's path stays the working directory's.
+        let args = ServeArgs {
+            sources: vec!["live=file:x.wav".into()],
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            c.streams[0].sources[0].spec,
+            SourceSpec::Files(vec!["x.wav".into()])
+        );
     }
 }

@@ -84,29 +84,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{config:#?}");
-        // Open every source as start-up would: a missing or undecodable file fails here.
-        let mut bad = 0;
-        for s in &config.streams {
-            for input in &s.sources {
-                if let Err(e) = mixcast::media::sources::open(&input.spec) {
-                    eprintln!("mixcast: stream {}: {e}", s.name);
-                    bad += 1;
-                }
-            }
-        }
-        // Read the certificate and key as start-up would: missing, not PEM, not a pair.
-        if let Some(tls) = &config.tls {
-            if let Err(e) = mixcast::signal::tls::server_config(tls) {
-                eprintln!("mixcast: TLS: {e}");
-                bad += 1;
-            }
-        }
-        if bad > 0 {
-            return ExitCode::from(2);
-        }
-        println!("configuration OK");
-        return ExitCode::SUCCESS;
+        return check_config(&config);
     }
     let server = match Server::start(config) {
         Ok(s) => s,
@@ -124,5 +102,46 @@ fn main() -> ExitCode {
     server.wait_for_signal();
     tracing::info!("shutting down");
     server.shutdown();
+    ExitCode::SUCCESS
+}
+
+/// `--check-config`: what start-up would check (every source opens, the TLS files make a
+/// server configuration, the ports are free), one line per problem and exit status 2;
+/// else the effective configuration (secrets redacted) and "configuration OK".
+fn check_config(config: &mixcast::config::Config) -> ExitCode {
+    let mut problems = Vec::new();
+    for s in &config.streams {
+        for input in &s.sources {
+            if let Err(e) = mixcast::media::sources::open(&input.spec) {
+                problems.push(format!("stream {}: {e}", s.name));
+            }
+        }
+    }
+    if let Some(tls) = &config.tls {
+        if let Err(e) = mixcast::signal::tls::server_config(tls) {
+            problems.push(format!("TLS: {e}"));
+        }
+    }
+    // Bound and released at once: a port another program holds fails here, not later.
+    if config.http_port != 0 {
+        let addr = std::net::SocketAddr::new(config.bind, config.http_port);
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            problems.push(format!("HTTP port: cannot listen on {addr}: {e}"));
+        }
+    }
+    if config.udp_port != 0 {
+        let addr = std::net::SocketAddr::new(config.bind, config.udp_port);
+        if let Err(e) = std::net::UdpSocket::bind(addr) {
+            problems.push(format!("UDP port: cannot bind {addr}: {e}"));
+        }
+    }
+    if !problems.is_empty() {
+        for p in problems {
+            eprintln!("mixcast: {p}");
+        }
+        return ExitCode::from(2);
+    }
+    println!("{config:#?}");
+    println!("configuration OK");
     ExitCode::SUCCESS
 }

@@ -12,6 +12,10 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .env_remove("MIXCAST_TLS_KEY")
         .env_remove("MIXCAST_MAX_PENDING_PER_IP")
         .env_remove("MIXCAST_METRICS_TOKEN")
+        // --check-config binds the ports to see they are free: not the defaults, which a
+        // server on this machine may hold.
+        .env("MIXCAST_HTTP_PORT", "0")
+        .env("MIXCAST_UDP_PORT", "0")
         .output()
         .expect("the binary runs");
     (
@@ -275,4 +279,47 @@ fn logs_are_plain_in_pipes_and_json_on_request() {
     let (code, _, err) = mixcast(&["--log-format", "xml", "--check-config"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("text") && err.contains("json"), "{err}");
+}
+
+/// Issue 15: `--check-config` checks the ports as start-up would (one line, exit 2, and no
+/// configuration dump before it), and its dump shows no TURN credential.
+#[test]
+fn check_config_finds_a_busy_port_and_hides_the_turn_credential() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let (code, out, err) = mixcast(&[
+        "--check-config",
+        "--bind",
+        "127.0.0.1",
+        "--http-port",
+        &port,
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(out, "", "nothing printed before the error");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("HTTP port"),
+        "{err}"
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port().to_string();
+    let (code, _, err) = mixcast(&["--check-config", "--bind", "127.0.0.1", "--udp-port", &port]);
+    assert_eq!(code, 2);
+    assert!(err.contains("UDP port"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixcast.toml");
+    std::fs::write(
+        &file,
+        "[[ice_servers]]\nurl = \"turn:turn.example.org:3478?transport=udp\"\n\
+         username = \"user\"\ncredential = \"hunter2-secret\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = mixcast(&["--check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("turn.example.org") && out.contains("(redacted)"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2-secret"), "{out}");
 }
