@@ -380,8 +380,8 @@ pub struct ServeArgs {
     pub public_ips: Vec<IpAddr>,
 
     /// A stream and what it plays: NAME=SPEC, SPEC being `tone` (440 Hz left, 660 Hz right,
-    /// beeping), `silence`, or `file:PATH[,PATH...]` (MP3, FLAC, WAV, Ogg Vorbis; a list is a
-    /// playlist; files loop). Repeatable; several for one NAME are mixed. With no stream
+    /// beeping), `silence`, or `file:PATH[,PATH...]` (MP3, FLAC, WAV, Ogg Vorbis, M4A/AAC; a
+    /// list is a playlist; files loop). Repeatable; several for one NAME are mixed. With no stream
     /// configured anywhere, `live=tone`.
     #[arg(long = "source", value_name = "NAME=SPEC")]
     pub sources: Vec<String>,

@@ -8,11 +8,15 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use mixcast::config::ServeArgs;
 use mixcast::server::{Server, StartError};
 
-/// A WebRTC media server: each stream's audio inputs (test signals, audio files) are mixed
-/// every 20 ms into one 48 kHz stereo Opus stream that viewers pull over WHEP.
+/// A WebRTC media server. Publishers (OBS, FFmpeg, GStreamer, browsers) push audio and
+/// video over WHIP to /{stream}/whip; each stream's audio inputs (publishers, test signals,
+/// audio files) are mixed every 20 ms into one 48 kHz stereo Opus stream, and viewers pull
+/// it, with the publisher's video, over WHEP from /{stream}/whep. The page at / plays and
+/// publishes.
 ///
 /// With no options it serves the stream `live` (a test signal: 440 Hz left, 660 Hz right)
-/// at http://0.0.0.0:8889/, media on UDP 8189.
+/// on every interface (the LAN too): page and signalling on HTTP port 8889, media on UDP
+/// 8189. Without a publish token only this machine may publish.
 #[derive(Parser)]
 #[command(name = "mixcast", version, args_conflicts_with_subcommands = true)]
 struct Cli {

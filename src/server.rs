@@ -257,7 +257,11 @@ impl Server {
         );
         for s in &config.streams {
             let srcs: Vec<String> = s.sources.iter().map(|i| i.spec.to_string()).collect();
-            tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
+            if srcs.is_empty() {
+                tracing::info!("stream {:?} plays its publishers only", s.name);
+            } else {
+                tracing::info!("stream {:?} plays {}", s.name, srcs.join(" + "));
+            }
         }
         tracing::info!(
             "fan-out: {:?}, {} TX thread{}",

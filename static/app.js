@@ -1022,6 +1022,11 @@ class StreamCard {
       ),
     };
     this.el.name.textContent = name;
+    // The counts and sources, shown once the stream list has this stream.
+    this.infoParts = [...this.el.info.childNodes];
+    this.el.info.textContent = "not listed by the server (yet)";
+    this.el.play.textContent = `Play ${name}`;
+    this.el.stop.textContent = `Stop ${name}`;
     this.player = new WhepPlayer(name, $(".sink"), this.el.picture);
     this.player.addEventListener("change", () => this.render());
     this.el.play.addEventListener("click", () => this.player.play());
@@ -1033,6 +1038,7 @@ class StreamCard {
   /** Updates the numbers from the stream list. */
   update(info) {
     this.listed = true;
+    if (!this.el.info.contains(this.el.viewers)) this.el.info.replaceChildren(...this.infoParts);
     this.el.viewers.textContent = `${info.viewers} viewer${info.viewers === 1 ? "" : "s"}`;
     this.el.publishers.textContent = `${info.publishers} publisher${info.publishers === 1 ? "" : "s"}`;
     this.el.sources.textContent = info.sources.length ? info.sources.join(", ") : "no sources";
@@ -1042,7 +1048,7 @@ class StreamCard {
   markGone() {
     this.listed = false;
     this.root.classList.add("gone");
-    this.el.sources.textContent = "no longer listed by the server";
+    this.el.info.textContent = "no longer listed by the server";
   }
 
   render() {

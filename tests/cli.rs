@@ -38,8 +38,15 @@ fn help_explains_the_options() {
         "--header-timeout",
         "--body-timeout",
         "--max-connections-per-ip",
+        "--log-format",
+        "--read-token",
+        "--publish-token",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+    // The summary describes the whole server, publishers first.
+    for words in ["WHIP", "WHEP", "publishers", "every interface", "M4A/AAC"] {
+        assert!(out.contains(words), "--help lacks {words:?}:\n{out}");
     }
 }
 
