@@ -104,6 +104,16 @@ fn the_page_asks_for_the_read_token_and_plays_with_it() {
         {
             return Err(format!("a play without the token shows {error}"));
         }
+        // The card of a stream the list does not show says so, and its buttons say which.
+        let card = browser
+            .evaluate(
+                "(() => { const c = document.querySelector('[data-stream=live]');\
+                 return [c.querySelector('.info').textContent, c.querySelector('.play').textContent] })()",
+            )
+            .map_err(cdp)?;
+        if card != serde_json::json!(["not listed by the server (yet)", "Play live"]) {
+            return Err(format!("the unlisted card shows {card}"));
+        }
         browser
             .evaluate("(document.getElementById('streams').scrollIntoView(), true)")
             .map_err(cdp)?;
