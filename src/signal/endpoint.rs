@@ -24,9 +24,14 @@ use crate::engine::offer::{self, OfferError, Role};
 use crate::media::tx::TxCommand;
 use crate::net::DemuxCommand;
 use crate::sessions::SessionEntry;
+use crate::streams::StreamsFull;
 
 /// Seconds a client is told to wait when the server is full.
 const RETRY_AFTER_FULL: u32 = 5;
+
+/// Seconds a publisher is told to wait when `--max-streams` streams exist: an on-demand
+/// stream nobody publishes to or watches is gone 5 s after its last publisher.
+const RETRY_AFTER_STREAMS: u32 = 10;
 
 /// Seconds a client is told to wait when its address has too many sessions pending: a
 /// pending session connects within a second or so, or is dropped after 15 s.
@@ -270,8 +275,46 @@ pub async fn whip_post(
             RETRY_AFTER_FULL,
         ));
     }
+    if let Some(full) = state.0.directory.would_refuse(&stream) {
+        return Err(streams_full(full, &stream, client));
+    }
     create(&state, stream, Role::Publisher, &body, query, peer).await
 }
+
+/// The 503 for a publisher that would create one stream too many, and its log line: one
+/// per [`STREAMS_FULL_LOG_EVERY`] at most, with how many were refused in between.
+fn streams_full(full: StreamsFull, stream: &str, client: SocketAddr) -> ApiError {
+    static LAST: std::sync::Mutex<(Option<Instant>, u64)> = std::sync::Mutex::new((None, 0));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    match last.0 {
+        Some(t) if now.duration_since(t) < STREAMS_FULL_LOG_EVERY => last.1 += 1,
+        _ => {
+            let also = std::mem::take(&mut last.1);
+            last.0 = Some(now);
+            tracing::warn!(
+                stream = %shown(stream),
+                %client,
+                max_streams = full.max,
+                refused_since_last_line = also,
+                "refused a publisher: creating {} would exceed --max-streams {} ({also} more \
+                 refused since the last such line)",
+                shown(stream),
+                full.max
+            );
+        }
+    }
+    ApiError::Overloaded(
+        format!(
+            "at most {} streams may be created by publishers; publish to an existing one or retry later",
+            full.max
+        ),
+        RETRY_AFTER_STREAMS,
+    )
+}
+
+/// At most one "refused: --max-streams" line this often.
+const STREAMS_FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Counts session `key` as pending for the client's address (until it connects or ends),
 /// or refuses it with 503 when that address has its share pending already.
@@ -405,8 +448,16 @@ async fn create(
         },
         Role::Publisher => {
             // The stream exists for viewers from now on, before the TX thread has its mix.
-            if state.0.directory.ensure(&stream) {
-                tracing::info!(stream, "stream created on demand");
+            match state.0.directory.create_on_demand(&stream) {
+                Ok(true) => tracing::info!(stream, "stream created on demand"),
+                Ok(false) => {}
+                Err(full) => {
+                    // Another POST took the last slot since the early check.
+                    state.0.sessions.remove_key(key);
+                    let _ = state.0.demux.try_send(DemuxCommand::Unregister { key });
+                    let client = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
+                    return Err(streams_full(full, &stream, client));
+                }
             }
             TxCommand::AddPublisher {
                 key,
