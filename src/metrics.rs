@@ -184,6 +184,11 @@ impl Metrics {
         self.mixer_encodes.load(Relaxed)
     }
 
+    /// Stream frames sent as the kept silence packet so far.
+    pub fn mixer_silence_reused(&self) -> u64 {
+        self.mixer_silence_reused.load(Relaxed)
+    }
+
     /// A datagram of `len` bytes went out.
     #[inline]
     pub fn transmit(&self, len: usize) {
