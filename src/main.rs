@@ -40,7 +40,22 @@ fn main() -> ExitCode {
     };
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(env).init();
+    // Lines go through a queue to a writer thread: a slow stdout never stalls a TX tick
+    // (`mixcast::logging`). `_log` writes out what is queued when `main` returns.
+    let _log = match mixcast::logging::queued_stdout() {
+        Ok((writer, guard)) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(env)
+                .with_writer(writer)
+                .init();
+            Some(guard)
+        }
+        Err(e) => {
+            tracing_subscriber::fmt().with_env_filter(env).init();
+            tracing::warn!("no log writer thread ({e}): logging straight to stdout");
+            None
+        }
+    };
 
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
