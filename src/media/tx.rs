@@ -301,7 +301,10 @@ impl Worker {
                 received += 1;
                 self.egress
                     .handle_receive(now, d.key, d.source, d.destination, d.data(), tx);
-                if mixing && received % DEADLINE_CHECK_EVERY == 0 && Instant::now() >= deadline {
+                if mixing
+                    && received.is_multiple_of(DEADLINE_CHECK_EVERY)
+                    && Instant::now() >= deadline
+                {
                     backlog = true;
                     break;
                 }
