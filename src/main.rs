@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use mixcast::config::ServeArgs;
 use mixcast::server::{Server, StartError};
 
@@ -23,6 +25,26 @@ struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// How log lines are written to stdout: `text` (coloured only on a terminal, and not
+    /// when NO_COLOR is set) or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        env = "MIXCAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields (message among them).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -42,16 +64,24 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     // Lines go through a queue to a writer thread: a slow stdout never stalls a TX tick
     // (`mixcast::logging`). `_log` writes out what is queued when `main` returns.
-    let _log = match mixcast::logging::queued_stdout() {
+    let queued = mixcast::logging::queued_stdout();
+    let log = tracing_subscriber::fmt().with_env_filter(env);
+    // Colour codes are noise in files, pipes and journald.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _log = match queued {
         Ok((writer, guard)) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(env)
-                .with_writer(writer)
-                .init();
+            let log = log.with_writer(writer);
+            match cli.log_format {
+                LogFormat::Text => log.with_ansi(colour).init(),
+                LogFormat::Json => log.json().with_ansi(false).init(),
+            }
             Some(guard)
         }
         Err(e) => {
-            tracing_subscriber::fmt().with_env_filter(env).init();
+            match cli.log_format {
+                LogFormat::Text => log.with_ansi(colour).init(),
+                LogFormat::Json => log.json().with_ansi(false).init(),
+            }
             tracing::warn!("no log writer thread ({e}): logging straight to stdout");
             None
         }
