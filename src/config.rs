@@ -26,6 +26,11 @@ pub const MAX_TX_THREADS: usize = 64;
 pub const DEFAULT_BITRATE: u32 = 128_000;
 /// The default cap on WHIP publishers (each costs a decoder and a jitter buffer per tick).
 pub const DEFAULT_MAX_PUBLISHERS: usize = 256;
+/// Most streams publishers may create at once (`--max-streams`). Each audible stream costs
+/// its mix and one Opus encode per tick (about 0.6% of a core here), so 64 of them take
+/// under half a core and leave the rest to the fan-out; a silent one costs next to nothing.
+/// Configured streams do not count.
+pub const DEFAULT_MAX_STREAMS: usize = 64;
 
 /// Bearer tokens for one direction (publishing or reading): for every stream, and per
 /// stream (a stream's own tokens replace the default ones).
@@ -265,6 +270,8 @@ pub struct Config {
     pub bitrate: u32,
     /// Most WHIP publishers at once (over it: 503).
     pub max_publishers: usize,
+    /// Most streams created on demand by publishers at once (over it: 503).
+    pub max_streams: usize,
     /// Tokens and the publishing rule.
     pub auth: AuthConfig,
     /// How datagrams are sent.
@@ -297,6 +304,7 @@ impl Config {
             tls: None,
             bitrate: DEFAULT_BITRATE,
             max_publishers: DEFAULT_MAX_PUBLISHERS,
+            max_streams: DEFAULT_MAX_STREAMS,
             auth: AuthConfig::default(),
             fanout: Fanout::default(),
             tx_threads: 1,
@@ -321,6 +329,7 @@ struct FileConfig {
     ice_servers: Vec<IceServer>,
     tls: Option<TlsConfig>,
     max_publishers: Option<usize>,
+    max_streams: Option<usize>,
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
     metrics_tokens: Vec<Secret>,
@@ -428,6 +437,12 @@ pub struct ServeArgs {
     /// Most WHIP publishers at once; more get 503 [default: 256].
     #[arg(long, env = "MIXCAST_MAX_PUBLISHERS", value_name = "N")]
     pub max_publishers: Option<usize>,
+
+    /// Most streams publishers may create at once (publishing to a name that does not
+    /// exist creates it); a WHIP POST that would create one more gets 503 with
+    /// Retry-After. Configured streams do not count [default: 64].
+    #[arg(long, env = "MIXCAST_MAX_STREAMS", value_name = "N")]
+    pub max_streams: Option<usize>,
 
     /// A Bearer token publishers (WHIP) must send: `TOKEN` for every stream, or
     /// `STREAM=TOKEN` for one stream (its tokens then replace the general ones). Repeatable.
@@ -631,6 +646,10 @@ impl ServeArgs {
             .max_publishers
             .or(file.max_publishers)
             .unwrap_or(DEFAULT_MAX_PUBLISHERS);
+        let max_streams = self
+            .max_streams
+            .or(file.max_streams)
+            .unwrap_or(DEFAULT_MAX_STREAMS);
         if streams.is_empty() {
             streams.insert("live".into(), vec![SourceSpec::Tone.into()]);
         }
@@ -750,6 +769,7 @@ impl ServeArgs {
             tls,
             bitrate,
             max_publishers,
+            max_streams,
             auth,
             fanout: self.fanout.or(file.fanout).unwrap_or_default(),
             tx_threads,

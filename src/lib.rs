@@ -34,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod log_throttle;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -66,15 +66,30 @@ fn main() -> ExitCode {
     };
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Lines go through a queue to a writer thread: a slow stdout never stalls a TX tick
+    // (`mixcast::logging`). `_log` writes out what is queued when `main` returns.
+    let queued = mixcast::logging::queued_stdout();
     let log = tracing_subscriber::fmt().with_env_filter(env);
-    match cli.log_format {
-        LogFormat::Text => {
-            // Colour codes are noise in files, pipes and journald.
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            log.with_ansi(colour).init()
+    // Colour codes are noise in files, pipes and journald.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _log = match queued {
+        Ok((writer, guard)) => {
+            let log = log.with_writer(writer);
+            match cli.log_format {
+                LogFormat::Text => log.with_ansi(colour).init(),
+                LogFormat::Json => log.json().with_ansi(false).init(),
+            }
+            Some(guard)
         }
-        LogFormat::Json => log.json().with_ansi(false).init(),
-    }
+        Err(e) => {
+            match cli.log_format {
+                LogFormat::Text => log.with_ansi(colour).init(),
+                LogFormat::Json => log.json().with_ansi(false).init(),
+            }
+            tracing::warn!("no log writer thread ({e}): logging straight to stdout");
+            None
+        }
+    };
 
     let args = match cli.command {
         Some(Command::Serve(a)) => a,

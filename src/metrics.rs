@@ -107,6 +107,10 @@ pub struct Metrics {
     pub udp_send_dropped: AtomicU64,
     /// Send system calls the batched sender made (`sendmmsg`, a few `sendto`).
     pub udp_send_calls: AtomicU64,
+    /// Opus encodes of a stream's mix (one per stream per tick while it is audible).
+    mixer_encodes: AtomicU64,
+    /// Stream frames sent as the kept silence packet, not encoded.
+    mixer_silence_reused: AtomicU64,
 }
 
 impl Metrics {
@@ -166,6 +170,23 @@ impl Metrics {
     pub fn viewers_of(&self, stream: &str) -> u64 {
         let v = self.viewers.lock().unwrap_or_else(|e| e.into_inner());
         v.get(stream).copied().unwrap_or(0)
+    }
+
+    /// One tick's mixing thread work: `encoded` streams ran the Opus encoder, `reused` sent
+    /// the kept silence packet.
+    pub fn mixed(&self, encoded: u64, reused: u64) {
+        self.mixer_encodes.fetch_add(encoded, Relaxed);
+        self.mixer_silence_reused.fetch_add(reused, Relaxed);
+    }
+
+    /// Opus encodes of stream mixes so far.
+    pub fn mixer_encodes(&self) -> u64 {
+        self.mixer_encodes.load(Relaxed)
+    }
+
+    /// Stream frames sent as the kept silence packet so far.
+    pub fn mixer_silence_reused(&self) -> u64 {
+        self.mixer_silence_reused.load(Relaxed)
     }
 
     /// A datagram of `len` bytes went out.
@@ -287,6 +308,16 @@ impl Metrics {
                 "mixcast_udp_send_calls_total",
                 "Send system calls of the batched sender (sendmmsg).",
                 &self.udp_send_calls,
+            ),
+            (
+                "mixcast_mixer_encodes_total",
+                "Opus encodes of stream mixes (one per audible stream per tick).",
+                &self.mixer_encodes,
+            ),
+            (
+                "mixcast_mixer_silence_reused_total",
+                "Stream frames sent as the kept silence packet instead of encoded.",
+                &self.mixer_silence_reused,
             ),
         ] {
             let _ = writeln!(

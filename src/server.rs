@@ -96,12 +96,15 @@ impl Server {
                 .map_err(|e| StartError::Config(format!("stream {}: {e}", s.name)))?;
             mixes.push(StreamMix::new(s.name.clone(), mixer, encoder).with_video_source(s.video));
         }
-        let directory = Arc::new(StreamDirectory::new(config.streams.iter().map(|s| {
-            (
-                s.name.clone(),
-                s.sources.iter().map(|i| i.spec.to_string()).collect(),
-            )
-        })));
+        let directory = Arc::new(
+            StreamDirectory::new(config.streams.iter().map(|s| {
+                (
+                    s.name.clone(),
+                    s.sources.iter().map(|i| i.spec.to_string()).collect(),
+                )
+            }))
+            .with_max_on_demand(config.max_streams),
+        );
 
         let udp_bind = SocketAddr::new(config.bind, config.udp_port);
         let udp = socket::bind_udp(udp_bind).map_err(|source| StartError::Bind {

@@ -77,6 +77,15 @@ pub struct StreamState {
 #[derive(Debug, Default)]
 pub struct StreamDirectory {
     inner: Mutex<BTreeMap<String, StreamState>>,
+    /// Most on-demand streams at once (`--max-streams`; None: no cap).
+    max_on_demand: Option<usize>,
+}
+
+/// [`StreamDirectory::create_on_demand`] refused: this many on-demand streams exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsFull {
+    /// The cap.
+    pub max: usize,
 }
 
 impl StreamDirectory {
@@ -99,7 +108,40 @@ impl StreamDirectory {
             .collect();
         StreamDirectory {
             inner: Mutex::new(map),
+            max_on_demand: None,
         }
+    }
+
+    /// At most `max` streams created on demand at once (configured ones do not count).
+    pub fn with_max_on_demand(mut self, max: usize) -> StreamDirectory {
+        self.max_on_demand = Some(max);
+        self
+    }
+
+    /// Creates `name` as an on-demand stream unless it exists, within the cap: `Ok(true)`
+    /// if it was created, `Ok(false)` if it existed, `Err` when it would be one too many.
+    /// Check and insert under one lock, so concurrent POSTs cannot overshoot.
+    pub fn create_on_demand(&self, name: &str) -> Result<bool, StreamsFull> {
+        let mut map = self.lock();
+        if map.contains_key(name) {
+            return Ok(false);
+        }
+        if let Some(max) = self.max_on_demand {
+            if map.values().filter(|s| !s.configured).count() >= max {
+                return Err(StreamsFull { max });
+            }
+        }
+        map.insert(name.to_string(), StreamState::default());
+        Ok(true)
+    }
+
+    /// Whether creating `name` now would be refused (the stream does not exist and the cap
+    /// is reached): a cheap early answer before negotiating.
+    pub fn would_refuse(&self, name: &str) -> Option<StreamsFull> {
+        let max = self.max_on_demand?;
+        let map = self.lock();
+        let full = !map.contains_key(name) && map.values().filter(|s| !s.configured).count() >= max;
+        full.then_some(StreamsFull { max })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamState>> {
@@ -124,7 +166,8 @@ impl StreamDirectory {
         self.lock().get(name).cloned()
     }
 
-    /// Creates `name` as an on-demand stream unless it exists. True if it was created.
+    /// Creates `name` as an on-demand stream unless it exists, whatever the cap (the TX
+    /// thread, for a publisher signalling let in). True if it was created.
     pub fn ensure(&self, name: &str) -> bool {
         let mut map = self.lock();
         if map.contains_key(name) {
@@ -196,5 +239,24 @@ mod tests {
         assert!(d.remove("mic"));
         assert!(!d.contains("mic"));
         assert_eq!(d.list().len(), 1);
+    }
+
+    #[test]
+    fn on_demand_streams_are_capped() {
+        let d = StreamDirectory::new([("live".to_string(), vec![])]).with_max_on_demand(2);
+        assert_eq!(d.create_on_demand("a"), Ok(true));
+        assert_eq!(d.create_on_demand("a"), Ok(false));
+        assert_eq!(d.would_refuse("b"), None);
+        assert_eq!(d.create_on_demand("b"), Ok(true));
+        assert_eq!(d.would_refuse("c"), Some(StreamsFull { max: 2 }));
+        assert_eq!(d.create_on_demand("c"), Err(StreamsFull { max: 2 }));
+        assert_eq!(
+            d.would_refuse("a"),
+            None,
+            "an existing stream takes publishers"
+        );
+        assert_eq!(d.would_refuse("live"), None);
+        assert!(d.remove("a"));
+        assert_eq!(d.create_on_demand("c"), Ok(true));
     }
 }

@@ -11,6 +11,7 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .env_remove("MIXCAST_TLS_CERT")
         .env_remove("MIXCAST_TLS_KEY")
         .env_remove("MIXCAST_MAX_PENDING_PER_IP")
+        .env_remove("MIXCAST_MAX_STREAMS")
         .env_remove("MIXCAST_METRICS_TOKEN")
         // --check-config binds the ports to see they are free: not the defaults, which a
         // server on this machine may hold.
@@ -179,6 +180,34 @@ fn max_pending_per_ip_flag_and_key() {
     let (code, _, err) = mixcast(&["--check-config", "--max-pending-per-ip", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("max_pending_per_ip"), "{err}");
+}
+
+/// `--max-streams` (config key `max_streams`, `MIXCAST_MAX_STREAMS`): default 64, a value
+/// from the flag, the file or the environment. What the cap does: tests/stream_costs.rs.
+#[test]
+fn max_streams_flag_key_and_env() {
+    let (code, out, _) = mixcast(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--max-streams"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("max_streams: 64,"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config", "--max-streams", "3"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("max_streams: 3,"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixcast.toml");
+    std::fs::write(&file, "max_streams = 5\n").unwrap();
+    let (code, out, err) = mixcast(&["--check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("max_streams: 5,"), "{out}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mixcast"))
+        .arg("--check-config")
+        .env("MIXCAST_MAX_STREAMS", "7")
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max_streams: 7,"), "{text}");
 }
 
 /// `--metrics-token` (env `MIXCAST_METRICS_TOKEN`, config key `metrics_tokens`) reaches the

@@ -9,7 +9,7 @@
 use super::driver::Driver;
 use super::http::SignalClient;
 use crate::media::opus::Decoder;
-use crate::media::{Frame, FRAME_LEN};
+use crate::media::{Frame, FRAME_LEN, FRAME_SAMPLES};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -61,6 +61,9 @@ pub struct PlayReport {
     pub lost_packets: u64,
     /// Packets the decoder refused (each replaced by concealment in `pcm`).
     pub decode_errors: u64,
+    /// Packets whose RTP time is not the previous packet's plus 960 (20 ms) per sequence
+    /// step: the media clock jumped or stalled.
+    pub rtp_time_jumps: u64,
     /// Whether the connection dropped before `duration` was over.
     pub disconnected: bool,
     /// When each piece of `pcm` arrived, in order (empty unless `decode`): one entry per
@@ -257,8 +260,9 @@ struct Viewer {
     connected_at: Option<Instant>,
     decoder: Option<Decoder>,
     frame: Box<Frame>,
-    /// The highest RTP sequence number seen.
+    /// The highest RTP sequence number seen, and that packet's RTP time (48 kHz).
     last_seq: Option<u64>,
+    last_time: u64,
     report: PlayReport,
 }
 
@@ -275,6 +279,7 @@ impl Viewer {
             decoder,
             frame: Box::new([0.0; FRAME_LEN]),
             last_seq: None,
+            last_time: 0,
             report: PlayReport::default(),
         })
     }
@@ -316,7 +321,15 @@ impl Viewer {
             None => 0,
         };
         report.lost_packets += gap;
+        let time = data.time.numer();
+        if let Some(prev) = self.last_seq {
+            let steps = last - prev;
+            if time != self.last_time + steps * FRAME_SAMPLES as u64 {
+                report.rtp_time_jumps += 1;
+            }
+        }
         self.last_seq = Some(last);
+        self.last_time = time;
 
         let Some(decoder) = self.decoder.as_mut() else {
             return;

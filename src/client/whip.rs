@@ -46,6 +46,9 @@ pub struct PublishOptions {
     pub video: bool,
     /// The Opus bitrate in bit/s (0: the codec's default, 128 kbit/s).
     pub bitrate: u32,
+    /// When done, vanish as a crashed client would: no DTLS close_notify, no DELETE (the
+    /// server has to notice by itself). For soak and fault tests.
+    pub abandon: bool,
 }
 
 impl PublishOptions {
@@ -60,6 +63,7 @@ impl PublishOptions {
             source,
             video: false,
             bitrate: 0,
+            abandon: false,
         }
     }
 }
@@ -74,6 +78,7 @@ impl std::fmt::Debug for PublishOptions {
             .field("source", &self.source.describe())
             .field("video", &self.video)
             .field("bitrate", &self.bitrate)
+            .field("abandon", &self.abandon)
             .finish()
     }
 }
@@ -195,14 +200,19 @@ impl Publisher {
             source: opts.source,
             duration: opts.duration,
             stop: stop.clone(),
+            abandon: opts.abandon,
             report,
         };
         let session_url = created.session_url;
         let url = session_url.clone();
+        let abandon = opts.abandon;
         let thread = std::thread::Builder::new()
             .name("whip-publisher".into())
             .spawn(move || {
                 let report = sender.run();
+                if abandon {
+                    return report;
+                }
                 // The session ends whatever happened to the media.
                 let deleted = signal.delete(&url);
                 let report = report?;
@@ -321,6 +331,8 @@ struct Sender {
     source: Box<dyn Source + Send>,
     duration: Duration,
     stop: Arc<AtomicBool>,
+    /// End without a close_notify (see [`PublishOptions::abandon`]).
+    abandon: bool,
     report: PublishReport,
 }
 
@@ -357,7 +369,9 @@ impl Sender {
             }
             due += FRAME_DURATION;
         }
-        self.driver.close();
+        if !self.abandon {
+            self.driver.close();
+        }
         Ok(self.report)
     }
 

@@ -5,7 +5,8 @@
 //! packet as str0m hands it over, into its [`crate::media::publisher::PublisherFeed`],
 //! whose input sits in the stream's mixer. Each [`Egress::tick`] mixes and encodes every
 //! stream once and writes that one packet to each connected viewer. Streams that
-//! publishers created are removed after [`STREAM_GRACE`] without inputs. Never reads the
+//! publishers created are removed after [`STREAM_GRACE`] without inputs (sooner when
+//! nobody watches them either). Never reads the
 //! clock, never blocks, never touches a socket.
 //!
 //! This file holds the owner type and the calls the TX thread makes into it (input,
@@ -45,7 +46,9 @@ mod viewer;
 pub use goodbye::Goodbyes;
 pub use layering::{LAYER_CLEAN_LOSS, LAYER_DOWN_AFTER, LAYER_DOWN_LOSS, LAYER_UP_AFTER};
 pub use publisher::{PublisherOptions, MEDIA_TIMEOUT};
-pub use stream::{StreamFrame, StreamMix, TickFrames, MIRROR_GRACE, STREAM_GRACE};
+pub use stream::{
+    StreamFrame, StreamMix, TickFrames, MIRROR_GRACE, STREAM_GRACE, UNWATCHED_STREAM_GRACE,
+};
 pub use video::KEYFRAME_REQUEST_INTERVAL;
 pub use viewer::{CONNECT_TIMEOUT, SILENT_PEER_TIMEOUT};
 

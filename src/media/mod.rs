@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod jitter;
+pub mod mix_encoder;
 pub mod mixer;
 pub mod opus;
 pub mod publisher;

@@ -26,9 +26,14 @@ use crate::log_throttle::{more_text, SharedThrottle};
 use crate::media::tx::TxCommand;
 use crate::net::DemuxCommand;
 use crate::sessions::SessionEntry;
+use crate::streams::StreamsFull;
 
 /// Seconds a client is told to wait when the server is full.
 const RETRY_AFTER_FULL: u32 = 5;
+
+/// Seconds a publisher is told to wait when `--max-streams` streams exist: an on-demand
+/// stream nobody publishes to or watches is gone 5 s after its last publisher.
+const RETRY_AFTER_STREAMS: u32 = 10;
 
 /// Seconds a client is told to wait when its address has too many sessions pending: a
 /// pending session connects within a second or so, or is dropped after 15 s.
@@ -292,7 +297,34 @@ pub async fn whip_post(
             RETRY_AFTER_FULL,
         ));
     }
+    if let Some(full) = state.0.directory.would_refuse(&stream) {
+        return Err(streams_full(full, &stream, client));
+    }
     create(&state, stream, Role::Publisher, &body, query, peer).await
+}
+
+/// The 503 for a publisher that would create one stream too many, and its log line: one
+/// a minute at most ([`crate::log_throttle`]), saying how many were refused in between.
+fn streams_full(full: StreamsFull, stream: &str, client: SocketAddr) -> ApiError {
+    static REFUSED: SharedThrottle = SharedThrottle::every(crate::log_throttle::LOG_EVERY);
+    if let Some(more) = REFUSED.tick() {
+        tracing::warn!(
+            stream = %shown(stream),
+            %client,
+            max_streams = full.max,
+            "refused a publisher: creating {} would exceed --max-streams {}{}",
+            shown(stream),
+            full.max,
+            more_text(more)
+        );
+    }
+    ApiError::Overloaded(
+        format!(
+            "at most {} streams may be created by publishers; publish to an existing one or retry later",
+            full.max
+        ),
+        RETRY_AFTER_STREAMS,
+    )
 }
 
 /// A client address for a log line.
@@ -439,8 +471,16 @@ async fn create(
         },
         Role::Publisher => {
             // The stream exists for viewers from now on, before the TX thread has its mix.
-            if state.0.directory.ensure(&stream) {
-                tracing::info!(stream, "stream created on demand");
+            match state.0.directory.create_on_demand(&stream) {
+                Ok(true) => tracing::info!(stream, "stream created on demand"),
+                Ok(false) => {}
+                Err(full) => {
+                    // Another POST took the last slot since the early check.
+                    state.0.sessions.remove_key(key);
+                    let _ = state.0.demux.try_send(DemuxCommand::Unregister { key });
+                    let client = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
+                    return Err(streams_full(full, &stream, client));
+                }
             }
             TxCommand::AddPublisher {
                 key,

@@ -11,9 +11,9 @@ use super::viewer::Role;
 use super::Egress;
 use crate::engine::EndReason;
 use crate::engine::PeerKey;
+use crate::media::mix_encoder::{Encoded, MixEncoder};
 use crate::media::mixer::Mixer;
 use crate::media::opus::Encoder;
-use crate::media::opus::MAX_PACKET;
 use crate::media::Frame;
 use crate::media::FRAME_LEN;
 use crate::streams::VideoSource;
@@ -21,6 +21,12 @@ use crate::streams::VideoSource;
 /// An on-demand stream (created by a publisher) with no input for this long is removed,
 /// and its viewers' sessions end. Long enough for a publisher to reconnect.
 pub const STREAM_GRACE: Duration = Duration::from_secs(30);
+
+/// An on-demand stream with no input and no viewer (on any TX thread) for this long is
+/// removed: nobody would notice it go, and a publisher that comes back makes it again.
+/// Not at once, so that a viewer whose POST is on its way to a TX thread (counted when it
+/// gets there) finds the stream.
+pub const UNWATCHED_STREAM_GRACE: Duration = Duration::from_secs(5);
 
 /// A stream as the TX thread sees it: its mix, its encoder, its media clock.
 ///
@@ -32,7 +38,7 @@ pub struct StreamMix {
     pub name: Arc<str>,
     pub(super) mixer: Mixer,
     /// None on a mirror.
-    pub(super) encoder: Option<Encoder>,
+    pub(super) encoder: Option<MixEncoder>,
     /// When a mirror last got a frame from the mixing thread.
     pub(super) last_fed: Option<Instant>,
     /// RTP time (48 kHz) of the next frame.
@@ -42,7 +48,6 @@ pub struct StreamMix {
     /// (see [`crate::engine::sync`]).
     pub(super) wallclock: Option<Instant>,
     pub(super) pcm: Box<Frame>,
-    pub(super) packet: Vec<u8>,
     /// This tick's encoded frame, shared by reference with every viewer's `Rtc` (str0m
     /// takes `Arc<[u8]>`): one allocation per stream per tick, not one per viewer.
     pub(super) frame: Option<Arc<[u8]>>,
@@ -66,12 +71,11 @@ impl StreamMix {
         StreamMix {
             name: name.into(),
             mixer,
-            encoder: Some(encoder),
+            encoder: Some(MixEncoder::new(encoder)),
             last_fed: None,
             media_time: 0,
             wallclock: None,
             pcm: Box::new([0.0; FRAME_LEN]),
-            packet: vec![0; MAX_PACKET],
             frame: None,
             configured: true,
             publishers: 0,
@@ -99,7 +103,6 @@ impl StreamMix {
             media_time: 0,
             wallclock: None,
             pcm: Box::new([0.0; FRAME_LEN]),
-            packet: Vec::new(),
             frame: None,
             configured: false,
             publishers: 0,
@@ -204,20 +207,37 @@ impl Egress {
 
     /// The first half of [`Egress::tick`]: mixes and encodes each stream's frame for this
     /// tick (a mirror's streams keep the frame [`Egress::take_frames`] gave them).
+    ///
+    /// A stream with no input whose encoder has settled on silence is neither mixed nor
+    /// encoded: its frame is the kept silence packet (see [`MixEncoder`]), so a stream left
+    /// behind costs a reference count per tick. A silent mix is not encoded either.
     pub fn encode(&mut self, now: Instant) {
+        let (mut fresh, mut reused) = (0u64, 0u64);
         for s in self.streams.iter_mut().flatten() {
             let Some(encoder) = &mut s.encoder else {
                 continue;
             };
+            if let (true, Some(rest)) = (s.mixer.is_empty(), encoder.resting()) {
+                s.frame = Some(rest.clone());
+                reused += 1;
+                continue;
+            }
             s.mixer.mix_at(&mut s.pcm, now);
-            s.frame = match encoder.encode(&s.pcm, &mut s.packet) {
-                Ok(n) => Some(Arc::from(&s.packet[..n])),
+            s.frame = match encoder.encode(&mut s.pcm) {
+                Ok((frame, how)) => {
+                    match how {
+                        Encoded::Fresh => fresh += 1,
+                        Encoded::Reused => reused += 1,
+                    }
+                    Some(frame)
+                }
                 Err(e) => {
                     tracing::warn!(stream = %s.name, "encode failed: {e}");
                     None
                 }
             };
         }
+        self.metrics.mixed(fresh, reused);
         self.sync_wallclocks(now);
     }
 
@@ -273,8 +293,9 @@ impl Egress {
     }
 
     /// Removes on-demand streams that have had no input for [`STREAM_GRACE`], ending their
-    /// viewers.
+    /// viewers, or no input and no viewer for [`UNWATCHED_STREAM_GRACE`].
     pub(super) fn expire_streams(&mut self, now: Instant) {
+        let metrics = self.metrics.clone();
         for slot in 0..self.streams.len() {
             let expired = match &mut self.streams[slot] {
                 Some(s) if s.encoder.is_none() => s
@@ -282,7 +303,10 @@ impl Egress {
                     .is_some_and(|t| now.saturating_duration_since(t) >= MIRROR_GRACE),
                 Some(s) if !s.configured && s.publishers == 0 && s.mixer.is_empty() => {
                     let since = *s.empty_since.get_or_insert(now);
-                    now.saturating_duration_since(since) >= STREAM_GRACE
+                    let empty = now.saturating_duration_since(since);
+                    // The viewer count (a lock) is asked only once the short grace is over.
+                    empty >= STREAM_GRACE
+                        || (empty >= UNWATCHED_STREAM_GRACE && metrics.viewers_of(&s.name) == 0)
                 }
                 Some(s) => {
                     s.empty_since = None;
@@ -308,7 +332,7 @@ impl Egress {
                     tracing::debug!(stream = %s.name, "mirror stream removed: no frame for {MIRROR_GRACE:?}");
                 } else {
                     self.directory.remove(&s.name);
-                    tracing::info!(stream = %s.name, "stream removed: no input for {STREAM_GRACE:?}");
+                    tracing::info!(stream = %s.name, "stream removed: no input (and no viewer for {UNWATCHED_STREAM_GRACE:?}, or none for {STREAM_GRACE:?})");
                 }
             }
         }
