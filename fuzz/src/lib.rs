@@ -357,20 +357,4 @@ impl Pair {
             .ssrc();
         Some((ssrc, pt))
     }
-
-    /// The client sends one audio frame with `payload` through str0m (a real packet).
-    pub fn send_audio(&mut self, n: u64, payload: &[u8]) {
-        let pt = self.client.writer(self.mid).and_then(|w| {
-            w.payload_params()
-                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                .map(|p| p.pt())
-        });
-        let Some(pt) = pt else { return };
-        let time = str0m::media::MediaTime::new(n * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
-        if let Some(w) = self.client.writer(self.mid) {
-            if w.write(pt, self.now, time, payload.to_vec()).is_ok() {
-                self.drain_client();
-            }
-        }
-    }
 }
