@@ -482,6 +482,9 @@ fn main() {
                     etag: format!("\"{:016x}\"", key),
                     remote_ufrag: Some(format!("{key:08x}")),
                     owner: 0,
+                    client: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 40_000))),
+                    created: std::time::Instant::now(),
+                    connected_after: None,
                 },
             )
         });

@@ -86,6 +86,19 @@ pub struct AuthConfig {
     pub read: TokenRules,
     /// With no publish token for a stream, let anyone publish to it (not only loopback).
     pub allow_public_publish: bool,
+    /// Tokens for `/metrics`; none: see [`crate::signal::auth::check_metrics`].
+    pub metrics: Vec<Secret>,
+}
+
+impl AuthConfig {
+    /// What a request for `/metrics` must show.
+    pub fn metrics_access(&self) -> Access {
+        if self.metrics.is_empty() {
+            Access::Public
+        } else {
+            Access::Token(self.metrics.clone())
+        }
+    }
 }
 
 /// One input of a stream's mix.
@@ -296,6 +309,7 @@ struct FileConfig {
     max_publishers: Option<usize>,
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
+    metrics_tokens: Vec<Secret>,
     allow_public_publish: Option<bool>,
     fanout: Option<Fanout>,
     tx_threads: Option<usize>,
@@ -418,6 +432,16 @@ pub struct ServeArgs {
     )]
     pub read_tokens: Vec<String>,
 
+    /// A Bearer token `/metrics` requires (repeatable). Without one, `/metrics` is open,
+    /// except while a read token is set: then only clients on this machine may read it,
+    /// since it names every stream.
+    #[arg(
+        long = "metrics-token",
+        env = "MIXCAST_METRICS_TOKEN",
+        value_name = "TOKEN"
+    )]
+    pub metrics_tokens: Vec<String>,
+
     /// Let anyone publish to streams that have no publish token (by default only loopback
     /// clients may). The server warns at start-up when this opens a stream.
     #[arg(long, env = "MIXCAST_ALLOW_PUBLIC_PUBLISH")]
@@ -535,6 +559,7 @@ impl ServeArgs {
             },
             allow_public_publish: self.allow_public_publish
                 || file.allow_public_publish.unwrap_or(false),
+            metrics: file.metrics_tokens.clone(),
         };
         for (name, s) in &file.streams {
             if !s.publish_tokens.is_empty() {
@@ -578,6 +603,11 @@ impl ServeArgs {
         }
         for t in &self.read_tokens {
             auth.read.add_flag("--read-token", t)?;
+        }
+        for t in &self.metrics_tokens {
+            let secret = Secret::new(t)
+                .map_err(|e| ConfigError::Invalid(format!("--metrics-token: {e}")))?;
+            auth.metrics.push(secret);
         }
         let max_publishers = self
             .max_publishers

@@ -35,6 +35,7 @@ pub mod config;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod log_throttle;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use mixcast::config::ServeArgs;
 use mixcast::server::{Server, StartError};
 
@@ -23,6 +25,26 @@ struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// How log lines are written to stdout: `text` (coloured only on a terminal, and not
+    /// when NO_COLOR is set) or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        env = "MIXCAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields (message among them).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -40,7 +62,15 @@ fn main() -> ExitCode {
     };
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(env).init();
+    let log = tracing_subscriber::fmt().with_env_filter(env);
+    match cli.log_format {
+        LogFormat::Text => {
+            // Colour codes are noise in files, pipes and journald.
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            log.with_ansi(colour).init()
+        }
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
 
     let args = match cli.command {
         Some(Command::Serve(a)) => a,

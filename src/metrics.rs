@@ -182,33 +182,30 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.render_with(&[])
+    }
+
+    /// [`Metrics::render`], with a `0` sample of the per-stream gauges for each of `streams`
+    /// that has no viewer or publisher (a series that vanishes at zero reads as "no data"
+    /// on a dashboard, not as "nobody").
+    pub fn render_with(&self, streams: &[String]) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
             "# HELP mixcast_viewers Viewers connected to a stream now.\n# TYPE mixcast_viewers gauge"
         );
-        for (stream, n) in self
-            .viewers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(out, "mixcast_viewers{{stream=\"{}\"}} {n}", escape(stream));
+        for (stream, n) in with_zeros(&self.viewers, streams) {
+            let _ = writeln!(out, "mixcast_viewers{{stream=\"{}\"}} {n}", escape(&stream));
         }
         let _ = writeln!(
             out,
             "# HELP mixcast_publishers WHIP publishers feeding a stream now.\n# TYPE mixcast_publishers gauge"
         );
-        for (stream, n) in self
-            .publishers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (stream, n) in with_zeros(&self.publishers, streams) {
             let _ = writeln!(
                 out,
                 "mixcast_publishers{{stream=\"{}\"}} {n}",
-                escape(stream)
+                escape(&stream)
             );
         }
         let counters: [(&str, &str, &AtomicU64); 9] = [
@@ -312,6 +309,17 @@ impl Metrics {
     }
 }
 
+/// A per-stream gauge's samples: the counted streams, and 0 for each of `streams` not
+/// among them, by name.
+fn with_zeros(gauge: &Mutex<BTreeMap<String, u64>>, streams: &[String]) -> BTreeMap<String, u64> {
+    // A poisoned lock only means another thread panicked mid-update of a gauge.
+    let mut all = gauge.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for s in streams {
+        all.entry(s.clone()).or_insert(0);
+    }
+    all
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -358,5 +366,25 @@ mod tests {
         assert_eq!(m.viewers_of("live"), 1);
         assert!(m.render().contains("mixcast_viewers{stream=\"live\"} 1"));
         assert!(m.render().contains("mixcast_sessions_closed_total 1"));
+    }
+
+    #[test]
+    fn every_stream_has_its_gauge_samples_zero_included() {
+        let m = Metrics::default();
+        m.viewer_added("live");
+        m.viewer_removed("live", EndReason::Closed);
+        m.publisher_added("mic");
+        let text = m.render_with(&["live".into(), "mic".into(), "quiet".into()]);
+        for sample in [
+            "mixcast_viewers{stream=\"live\"} 0\n",
+            "mixcast_viewers{stream=\"mic\"} 0\n",
+            "mixcast_viewers{stream=\"quiet\"} 0\n",
+            "mixcast_publishers{stream=\"live\"} 0\n",
+            "mixcast_publishers{stream=\"mic\"} 1\n",
+        ] {
+            assert!(text.contains(sample), "{sample} missing in\n{text}");
+        }
+        // Without the list, only streams with someone (as before).
+        assert!(!m.render().contains("stream=\"quiet\""));
     }
 }

@@ -309,30 +309,36 @@ impl Server {
         &self.metrics
     }
 
-    /// Blocks until Ctrl-C or SIGTERM.
+    /// Blocks until Ctrl-C or SIGTERM. Logs "ready" once both are caught (a signal before
+    /// that ends the process the default way, with nothing yet to say goodbye to).
     pub fn wait_for_signal(&self) {
         let Some(rt) = &self.runtime else { return };
         rt.block_on(async {
-            let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
             {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::warn!("cannot listen for SIGTERM: {e}");
-                            let _ = ctrl_c.await;
-                            return;
+                use tokio::signal::unix::{signal, SignalKind};
+                match (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    (Ok(mut int), Ok(mut term)) => {
+                        tracing::info!("ready; Ctrl-C or SIGTERM stops");
+                        tokio::select! {
+                            _ = int.recv() => {},
+                            _ = term.recv() => {},
                         }
-                    };
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!("cannot catch SIGINT and SIGTERM: {e}; Ctrl-C stops");
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
                 }
             }
             #[cfg(not(unix))]
-            let _ = ctrl_c.await;
+            {
+                tracing::info!("ready; Ctrl-C stops");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         });
     }
 

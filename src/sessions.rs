@@ -4,8 +4,9 @@
 //! Touched once per session event, never per packet.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::engine::offer::Role;
 use crate::engine::PeerKey;
@@ -25,6 +26,13 @@ pub struct SessionEntry {
     pub remote_ufrag: Option<String>,
     /// The TX thread that owns it.
     pub owner: usize,
+    /// The HTTP client's address, for the logs (`None` when the router is called without a
+    /// socket).
+    pub client: Option<SocketAddr>,
+    /// When it was answered.
+    pub created: Instant,
+    /// How long after that it connected (ICE and DTLS), if it has.
+    pub connected_after: Option<Duration>,
 }
 
 /// Ended sessions remembered so that a late DELETE (a player that closed its connection
@@ -118,9 +126,18 @@ impl Sessions {
         Ok(())
     }
 
-    /// Session `key` connected: it no longer counts as pending.
-    pub fn connected(&self, key: PeerKey) {
-        release_pending(&mut self.lock(), key);
+    /// Session `key` connected: it no longer counts as pending. Returns its URL id and
+    /// entry the first time (for the log), `None` after or for an unknown key.
+    pub fn connected(&self, key: PeerKey) -> Option<(String, SessionEntry)> {
+        let mut t = self.lock();
+        release_pending(&mut t, key);
+        let id = t.id_of.get(&key)?.clone();
+        let e = t.by_id.get_mut(&id)?;
+        if e.connected_after.is_some() {
+            return None;
+        }
+        e.connected_after = Some(e.created.elapsed());
+        Some((id, e.clone()))
     }
 
     /// Sessions pending for `ip`.
@@ -158,7 +175,7 @@ impl Sessions {
     }
 
     /// Removes the session `key` (it ended), and its pending hold if it never connected.
-    pub fn remove_key(&self, key: PeerKey) -> Option<SessionEntry> {
+    pub fn remove_key(&self, key: PeerKey) -> Option<(String, SessionEntry)> {
         let mut t = self.lock();
         release_pending(&mut t, key);
         let id = t.id_of.remove(&key)?;
@@ -170,8 +187,8 @@ impl Sessions {
             }
         }
         t.ended_stream.insert(id.clone(), entry.stream.clone());
-        t.ended.push_back(id);
-        Some(entry)
+        t.ended.push_back(id.clone());
+        Some((id, entry))
     }
 
     /// True if session `id` of `stream` ended recently.

@@ -45,6 +45,52 @@ const METER_WINDOW = 2048;
 /** An error to show to the user as it is. */
 class UserError extends Error {}
 
+/** The read token the page shows the server (WHEP requests and the stream list), from the
+ * "Read token" field. It starts from the URL fragment (`#read-token=…`: a fragment is
+ * never sent to a server, so never in its logs) or this tab's sessionStorage, and is kept
+ * there while the tab lives. */
+const readToken = {
+  input: null,
+  storageKey: "mixcast-read-token",
+
+  init(input, onChange) {
+    this.input = input;
+    const fromFragment = new URLSearchParams(location.hash.slice(1)).get("read-token");
+    let stored = null;
+    try {
+      stored = sessionStorage.getItem(this.storageKey);
+    } catch {
+      // Storage refused (privacy settings): the field alone holds it.
+    }
+    input.value = fromFragment ?? stored ?? "";
+    this.keep();
+    input.addEventListener("change", () => {
+      this.keep();
+      onChange();
+    });
+  },
+
+  keep() {
+    try {
+      const token = this.value();
+      if (token) sessionStorage.setItem(this.storageKey, token);
+      else sessionStorage.removeItem(this.storageKey);
+    } catch {
+      // As above.
+    }
+  },
+
+  value() {
+    return this.input?.value.trim() ?? "";
+  },
+
+  /** Request headers carrying it, if there is one. */
+  headers(extra = {}) {
+    const token = this.value();
+    return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
+  },
+};
+
 /** Resolves once ICE gathering is complete, or after `timeoutMs` (then the offer just
  * carries the candidates gathered so far). */
 function iceGatheringComplete(pc, timeoutMs) {
@@ -211,6 +257,8 @@ class WhepPlayer extends EventTarget {
 
   #pc = null;
   #sessionUrl = null;
+  /** The headers of this session's requests (its read token, if any). */
+  #headers = {};
   #audioContext = null;
   #analysers = [];
   #connectTimer = null;
@@ -276,11 +324,19 @@ class WhepPlayer extends EventTarget {
 
       const endpoint = new URL(`/${encodeURIComponent(this.stream)}/whep`, location.href);
       timing.post = performance.now();
+      const headers = readToken.headers();
+      this.#headers = headers;
       const response = await fetch(endpoint, {
         method: "POST",
-        headers: { "Content-Type": "application/sdp" },
+        headers: { ...headers, "Content-Type": "application/sdp" },
         body: pc.localDescription.sdp,
       });
+      if (response.status === 401) {
+        const why = readToken.value()
+          ? "the read token is not accepted for this stream"
+          : "this stream needs a read token: enter it under “Read token” above";
+        throw new UserError(`POST ${endpoint.pathname} answered 401: ${why}`);
+      }
       if (response.status !== 201) throw await failureOf("POST", endpoint, response);
       const body = await response.text();
       timing.answer = performance.now();
@@ -289,7 +345,7 @@ class WhepPlayer extends EventTarget {
       const sessionUrl = new URL(sessionPath, endpoint);
       if (this.#pc !== pc) {
         // Stopped while the POST was in flight: end the session we just created.
-        fetch(sessionUrl, { method: "DELETE" }).catch(() => {});
+        fetch(sessionUrl, { method: "DELETE", headers }).catch(() => {});
         return;
       }
       this.#sessionUrl = sessionUrl;
@@ -328,6 +384,7 @@ class WhepPlayer extends EventTarget {
       try {
         const response = await fetch(sessionUrl, {
           method: "DELETE",
+          headers: this.#headers,
           signal: AbortSignal.timeout(DELETE_TIMEOUT_MS),
         });
         this.deleteStatus = response.status;
@@ -348,7 +405,9 @@ class WhepPlayer extends EventTarget {
   /** For page unload: a DELETE that outlives the page. */
   abandon() {
     if (this.#sessionUrl) {
-      fetch(this.#sessionUrl, { method: "DELETE", keepalive: true }).catch(() => {});
+      fetch(this.#sessionUrl, { method: "DELETE", headers: this.#headers, keepalive: true }).catch(
+        () => {},
+      );
     }
     this.#close();
   }
@@ -517,7 +576,7 @@ class WhepPlayer extends EventTarget {
     const sessionUrl = this.#sessionUrl;
     this.#close();
     this.#set({ state: "failed", error: messageOf(err) });
-    if (sessionUrl) fetch(sessionUrl, { method: "DELETE" }).catch(() => {});
+    if (sessionUrl) fetch(sessionUrl, { method: "DELETE", headers: this.#headers }).catch(() => {});
   }
 
   #close() {
@@ -1252,6 +1311,7 @@ class App {
   }
 
   start() {
+    readToken.init(document.getElementById("read-token"), () => this.refreshList());
     for (const name of new URLSearchParams(location.search).getAll("play")) {
       this.card(name).player.play();
     }
@@ -1285,7 +1345,10 @@ class App {
   async refreshList() {
     let streams;
     try {
-      const response = await fetch("/api/streams", { cache: "no-store" });
+      const response = await fetch("/api/streams", {
+        cache: "no-store",
+        headers: readToken.headers(),
+      });
       if (!response.ok) throw new UserError(`/api/streams answered ${response.status}`);
       ({ streams } = await response.json());
       if (!Array.isArray(streams)) throw new UserError("/api/streams: no streams array");
@@ -1310,6 +1373,9 @@ class App {
       }
     }
     this.empty.hidden = this.cards.size > 0;
+    this.empty.textContent = readToken.value()
+      ? "No streams are listed for this read token."
+      : "No streams are listed. If this server uses a read token, enter it under “Read token”.";
     this.streamNames.replaceChildren(
       ...[...listed].map((name) => Object.assign(document.createElement("option"), { value: name })),
     );

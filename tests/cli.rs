@@ -11,6 +11,7 @@ fn mixcast(args: &[&str]) -> (i32, String, String) {
         .env_remove("MIXCAST_TLS_CERT")
         .env_remove("MIXCAST_TLS_KEY")
         .env_remove("MIXCAST_MAX_PENDING_PER_IP")
+        .env_remove("MIXCAST_METRICS_TOKEN")
         .output()
         .expect("the binary runs");
     (
@@ -167,4 +168,111 @@ fn max_pending_per_ip_flag_and_key() {
     let (code, _, err) = mixcast(&["--check-config", "--max-pending-per-ip", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("max_pending_per_ip"), "{err}");
+}
+
+/// `--metrics-token` (env `MIXCAST_METRICS_TOKEN`, config key `metrics_tokens`) reaches the
+/// configuration (printed as `Secret(..)` in the pretty `--check-config` output, never in clear) and a token a client could not
+/// send is refused. What it does: tests/whip_router.rs `metrics_are_hidden_with_the_streams`.
+#[test]
+fn metrics_token_flag_env_and_key() {
+    let (code, out, _) = mixcast(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--metrics-token"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("metrics: [],"), "{out}");
+    let (code, out, _) = mixcast(&["--check-config", "--metrics-token", "scrape-1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("scrape-1"),
+        "the token is never printed: {out}"
+    );
+    let env = Command::new(env!("CARGO_BIN_EXE_mixcast"))
+        .arg("--check-config")
+        .env("MIXCAST_METRICS_TOKEN", "scrape-2")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mixcast.toml");
+    std::fs::write(&file, "metrics_tokens = [\"a\", \"b\"]\n").unwrap();
+    let (code, out, err) = mixcast(&["--check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("metrics: [\n            Secret(..),\n            Secret(..),\n        ],"),
+        "{out}"
+    );
+    let (code, _, err) = mixcast(&["--check-config", "--metrics-token", "two words"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--metrics-token"), "{err}");
+}
+
+/// Runs the server binary on loopback until it has said it is ready, then stops it
+/// with SIGINT; everything it wrote to stdout (where the log goes), line by line.
+fn served_log(extra: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixcast"))
+        .args(["--bind", "127.0.0.1", "--http-port", "0", "--udp-port", "0"])
+        .args(extra)
+        .env_remove("MIXCAST_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // Start-up ends with "ready", once SIGINT is caught.
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        let done = line.contains("ready; Ctrl-C or SIGTERM stops");
+        lines.push(std::mem::take(&mut line));
+        if done {
+            break;
+        }
+    }
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        lines.push(std::mem::take(&mut line));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {lines:?}");
+    lines
+}
+
+/// Issue 15: logs into a pipe or file carry no colour codes; `--log-format json` (env
+/// `MIXCAST_LOG_FORMAT`) writes one JSON object per line with level, target and message.
+#[test]
+fn logs_are_plain_in_pipes_and_json_on_request() {
+    let text = served_log(&[]);
+    assert!(
+        text.iter()
+            .any(|l| l.contains("signalling on http://127.0.0.1:")),
+        "{text:?}"
+    );
+    for l in &text {
+        assert!(!l.contains('\x1b'), "a colour code in a pipe: {l:?}");
+    }
+    let json = served_log(&["--log-format", "json"]);
+    assert!(json.len() >= 5, "{json:?}");
+    for l in &json {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l:?}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{l}");
+        assert!(v["fields"]["message"].is_string(), "{l}");
+    }
+    assert!(json.iter().any(|l| l.contains("stopped in")), "{json:?}");
+    let (code, _, err) = mixcast(&["--log-format", "xml", "--check-config"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("text") && err.contains("json"), "{err}");
 }

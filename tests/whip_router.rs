@@ -348,6 +348,7 @@ async fn bearer_tokens_for_publishing_and_reading() {
         publish: tokens(&["pub-all"], &[("studio", "pub-studio")]),
         read: tokens(&[], &[("live", "read-live")]),
         allow_public_publish: false,
+        ..Default::default()
     };
     let h = harness(auth, 8);
     let r = app(h.state.clone());
@@ -390,4 +391,170 @@ async fn bearer_tokens_for_publishing_and_reading() {
     assert_eq!(res.status(), StatusCode::CREATED);
     let res = send(&r, post("/mic/whep", Some(REMOTE), None, view())).await;
     assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+fn get(uri: &str, from: &str, token: Option<&str>, origin: Option<&str>) -> Request<Body> {
+    let mut req = Request::get(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(o) = origin {
+        req = req
+            .header(header::ORIGIN, o)
+            .header(header::HOST, "127.0.0.1:8080");
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    let addr: SocketAddr = from.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    req
+}
+
+async fn listed(r: &Router, token: Option<&str>) -> Vec<String> {
+    let res = send(r, get("/api/streams", REMOTE, token, None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 14 item 6: with a read token, nobody without it learns which streams exist: not
+/// from the WHEP endpoint (GET or POST), not from the stream list.
+#[tokio::test]
+async fn a_read_token_hides_which_streams_exist() {
+    let auth = AuthConfig {
+        read: tokens(&["read-all"], &[]),
+        ..Default::default()
+    };
+    let h = harness(auth, 8);
+    let r = app(h.state.clone());
+    for uri in ["/live/whep", "/nope/whep"] {
+        let res = send(&r, get(uri, REMOTE, None, None)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "GET {uri}");
+        assert_eq!(hdr(&res, "www-authenticate"), Some("Bearer"));
+        let res = send(&r, get(uri, REMOTE, Some("wrong"), None)).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "GET {uri}, wrong token"
+        );
+        let res = send(
+            &r,
+            post(uri, Some(REMOTE), None, offer(Direction::RecvOnly, false)),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "POST {uri}");
+    }
+    // With the token the answers tell again.
+    let res = send(&r, get("/live/whep", REMOTE, Some("read-all"), None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(&r, get("/nope/whep", REMOTE, Some("read-all"), None)).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = send(
+        &r,
+        post(
+            "/nope/whep",
+            Some(REMOTE),
+            Some("read-all"),
+            offer(Direction::RecvOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(listed(&r, None).await, Vec::<String>::new());
+    assert_eq!(listed(&r, Some("wrong")).await, Vec::<String>::new());
+    assert_eq!(listed(&r, Some("read-all")).await, vec!["live".to_string()]);
+
+    // A token for one stream hides that stream only.
+    let auth = AuthConfig {
+        read: tokens(&[], &[("live", "read-live")]),
+        ..Default::default()
+    };
+    let h = harness(auth, 8);
+    let r = app(h.state.clone());
+    let res = send(
+        &r,
+        post(
+            "/mic/whip",
+            Some(LOOPBACK),
+            None,
+            offer(Direction::SendOnly, false),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(listed(&r, None).await, vec!["mic".to_string()]);
+    let mut both = listed(&r, Some("read-live")).await;
+    both.sort();
+    assert_eq!(both, vec!["live".to_string(), "mic".to_string()]);
+}
+
+/// Issue 14 item 6: `/metrics` names every stream, so with a read token it is for this
+/// machine only, unless a metrics token is configured, which then decides from anywhere.
+#[tokio::test]
+async fn metrics_are_hidden_with_the_streams() {
+    let status = |r: &Router, from: &str, token: Option<&str>, origin: Option<&str>| {
+        let req = get("/metrics", from, token, origin);
+        let r = r.clone();
+        async move { r.oneshot(req).await.unwrap().status() }
+    };
+    // Nothing hidden: open to all (as before).
+    let r = app(harness(AuthConfig::default(), 8).state);
+    assert_eq!(status(&r, REMOTE, None, None).await, StatusCode::OK);
+
+    // A read token: loopback only, and not a page of another origin.
+    let r = app(harness(
+        AuthConfig {
+            read: tokens(&["read-all"], &[]),
+            ..Default::default()
+        },
+        8,
+    )
+    .state);
+    let res = send(&r, get("/metrics", REMOTE, None, None)).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(hdr(&res, "content-type"), Some("application/problem+json"));
+    let body = body_text(res).await;
+    assert!(body.contains("--metrics-token"), "{body}");
+    assert!(!body.contains("live"), "{body}");
+    assert_eq!(status(&r, LOOPBACK, None, None).await, StatusCode::OK);
+    assert_eq!(
+        status(&r, LOOPBACK, None, Some("https://evil.example")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&r, LOOPBACK, None, Some("http://127.0.0.1:8080")).await,
+        StatusCode::OK,
+        "the server's own page"
+    );
+
+    // A metrics token decides, from anywhere, loopback included.
+    let r = app(harness(
+        AuthConfig {
+            read: tokens(&["read-all"], &[]),
+            metrics: vec![Secret::new("scrape").unwrap()],
+            ..Default::default()
+        },
+        8,
+    )
+    .state);
+    assert_eq!(
+        status(&r, LOOPBACK, None, None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(&r, REMOTE, Some("read-all"), None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let res = send(&r, get("/metrics", REMOTE, Some("scrape"), None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Issue 15: a stream nobody watches still has its sample.
+    let text = body_text(res).await;
+    assert!(
+        text.contains("mixcast_viewers{stream=\"live\"} 0\n"),
+        "{text}"
+    );
 }

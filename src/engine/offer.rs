@@ -54,6 +54,14 @@ impl Role {
             Role::Publisher => "whip",
         }
     }
+
+    /// What a person calls it in a log line.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Publisher => "publisher",
+        }
+    }
 }
 
 /// A negotiated session, ready to hand to its owning thread.

@@ -400,16 +400,41 @@ impl Worker {
     /// table about those that connected (no longer pending).
     fn reap(&mut self) {
         for key in self.egress.take_connected() {
-            self.sessions.connected(key);
+            if let Some((id, e)) = self.sessions.connected(key) {
+                tracing::info!(
+                    key,
+                    "{} {id} of stream {:?} from {}: connected after {} ms",
+                    e.role.noun(),
+                    e.stream,
+                    crate::signal::endpoint::client_text(e.client),
+                    e.connected_after.unwrap_or_default().as_millis()
+                );
+            }
         }
         for ended in self.egress.take_ended() {
             let _ = self
                 .demux
                 .try_send(DemuxCommand::Unregister { key: ended.key });
-            let entry = self.sessions.remove_key(ended.key);
-            if entry.is_some_and(|e| e.role == crate::engine::offer::Role::Viewer) {
+            let Some((id, e)) = self.sessions.remove_key(ended.key) else {
+                continue;
+            };
+            if e.role == crate::engine::offer::Role::Viewer {
                 self.load[self.index].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             }
+            let connected = match e.connected_after {
+                Some(_) => "",
+                None => ", never connected",
+            };
+            tracing::info!(
+                key = ended.key,
+                reason = ended.reason.as_str(),
+                "{} {id} of stream {:?} from {}: ended ({}) after {:.1} s{connected}",
+                e.role.noun(),
+                e.stream,
+                crate::signal::endpoint::client_text(e.client),
+                ended.reason.as_str(),
+                e.created.elapsed().as_secs_f64()
+            );
         }
     }
 }

@@ -1,9 +1,15 @@
 //! The web page (compiled in from `static/`), the stream list and `/metrics`.
 
+use std::net::SocketAddr;
+
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
+use super::auth;
+use super::endpoint::{Origin, PeerAddr};
+use super::error::ApiError;
+use super::refusal::{self, Wanted};
 use super::AppState;
 use crate::engine::offer::Role;
 
@@ -33,13 +39,16 @@ pub async fn style_css() -> impl IntoResponse {
 
 /// `GET /api/streams`:
 /// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"video":"vp8"|null,
-/// "sources":[…]}]}`
-pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
+/// "sources":[…]}]}`. A stream covered by a read token is listed only to a request that
+/// shows that token: with a general read token, a request without one gets an empty list.
+pub async fn streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let read = &state.0.auth.read;
     let streams: Vec<serde_json::Value> = state
         .0
         .directory
         .list()
         .into_iter()
+        .filter(|(name, _)| auth::check(&headers, &read.access(name)).is_ok())
         .map(|(name, s)| {
             serde_json::json!({
                 "viewers": state.0.sessions.count_of(&name, Role::Viewer),
@@ -54,13 +63,39 @@ pub async fn streams(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({ "streams": streams }))
 }
 
-/// `GET /metrics`
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
-        let mut text = state.0.metrics.render();
+/// `GET /metrics`: who may read it is [`auth::check_metrics`]'s rule.
+pub async fn metrics(
+    State(state): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    Origin(from): Origin,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let auth = &state.0.auth;
+    // No address (a router called without a socket) counts as a remote client.
+    let client = peer.unwrap_or_else(|| SocketAddr::from(([192, 0, 2, 1], 0)));
+    auth::check_metrics(
+        &headers,
+        client,
+        from.trusted_locally(),
+        &auth.metrics_access(),
+        auth.read.any(),
+    )
+    .map_err(|e| {
+        refusal::log_refused(Wanted::Metrics, peer, &from, &e);
+        ApiError::from(e)
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let streams: Vec<String> = state
+            .0
+            .directory
+            .list()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut text = state.0.metrics.render_with(&streams);
         render_tx_load(&state.0.tx, &mut text);
         text
-    })
+    }))
 }
 
 /// `mixcast_tx_thread_viewers{thread="i"}`: how signalling has spread the viewers.

@@ -112,6 +112,13 @@ pub enum AuthError {
         "a web page of another origin may not publish without a token, even from this machine"
     )]
     CrossOrigin,
+    /// `/metrics` from another machine (or a foreign page) while a read token hides streams
+    /// and no metrics token is configured. `403`.
+    #[error(
+        "metrics name every stream, so while a read token is set they are open to this \
+         machine only"
+    )]
+    MetricsNotLocal,
 }
 
 /// Checks `headers` against `required`: `Ok` for [`Access::Public`], else the request
@@ -159,6 +166,26 @@ pub fn check_publish(
         return Err(AuthError::CrossOrigin);
     }
     check(headers, publish)
+}
+
+/// Who may read `/metrics`: with a metrics token configured, whoever shows it (from
+/// anywhere); without one, anyone, unless a read token hides streams: then only this
+/// machine (loopback, and not a foreign page: `local_page`), since the metrics name every
+/// stream and count its viewers.
+pub fn check_metrics(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    local_page: bool,
+    metrics: &Access,
+    reads_protected: bool,
+) -> Result<(), AuthError> {
+    match metrics {
+        Access::Token(_) => check(headers, metrics),
+        Access::Public if reads_protected && !(is_loopback(peer.ip()) && local_page) => {
+            Err(AuthError::MetricsNotLocal)
+        }
+        Access::Public => Ok(()),
+    }
 }
 
 /// 127.0.0.0/8, `::1`, or an IPv4-mapped loopback address (`::ffff:127.x.y.z`, what a
@@ -397,6 +424,40 @@ mod tests {
         assert_eq!(
             check_publish(&none, addr("192.168.1.20"), false, &open, true),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn metrics_follow_their_token_or_the_read_tokens() {
+        let none = HeaderMap::new();
+        let right = with_auth(&[b"Bearer m-tok"]);
+        let metrics = tokens(&["m-tok"]);
+        // Nothing hidden, no metrics token: open.
+        assert_eq!(
+            check_metrics(&none, addr("192.168.1.20"), true, &Access::Public, false),
+            Ok(())
+        );
+        // A read token hides streams: this machine only, and not a foreign page.
+        assert_eq!(
+            check_metrics(&none, addr("192.168.1.20"), true, &Access::Public, true),
+            Err(AuthError::MetricsNotLocal)
+        );
+        assert_eq!(
+            check_metrics(&none, addr("127.0.0.1"), true, &Access::Public, true),
+            Ok(())
+        );
+        assert_eq!(
+            check_metrics(&none, addr("127.0.0.1"), false, &Access::Public, true),
+            Err(AuthError::MetricsNotLocal)
+        );
+        // A metrics token decides from anywhere, loopback included.
+        assert_eq!(
+            check_metrics(&right, addr("192.168.1.20"), false, &metrics, true),
+            Ok(())
+        );
+        assert_eq!(
+            check_metrics(&none, addr("127.0.0.1"), true, &metrics, false),
+            Err(AuthError::Missing)
         );
     }
 

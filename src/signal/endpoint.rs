@@ -17,10 +17,12 @@ use rand::RngCore;
 use super::auth;
 use super::error::{shown, ApiError};
 use super::origin::{self, RequestOrigin, Scheme};
+use super::refusal::{self, Wanted, REFUSAL_LOG_EVERY};
 use super::{add_ice_links, options_headers, AppState};
 use crate::config::valid_stream_name;
 use crate::engine::egress::PublisherOptions;
 use crate::engine::offer::{self, OfferError, Role};
+use crate::log_throttle::{more_text, SharedThrottle};
 use crate::media::tx::TxCommand;
 use crate::net::DemuxCommand;
 use crate::sessions::SessionEntry;
@@ -107,15 +109,35 @@ impl PublishQuery {
     }
 }
 
-/// `GET`/`HEAD /{stream}/whep`: 200 with no body for a stream that exists.
+/// `GET`/`HEAD /{stream}/whep`: 200 with no body for a stream that exists. When the
+/// stream's name is covered by a read token, the token is checked first: without it, a
+/// stream that exists and one that does not both get 401.
 pub async fn whep_get(
     State(state): State<AppState>,
     Path(stream): Path<String>,
+    PeerAddr(peer): PeerAddr,
+    Origin(from): Origin,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_read(&state, &stream, &headers, peer, &from)?;
     if !state.0.directory.contains(&stream) {
         return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
     }
     Ok(StatusCode::OK)
+}
+
+/// The read token check for `stream`, logged when it fails.
+fn check_read(
+    state: &AppState,
+    stream: &str,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    from: &RequestOrigin,
+) -> Result<(), ApiError> {
+    auth::check(headers, &state.0.auth.read.access(stream)).map_err(|e| {
+        refusal::log_refused(Wanted::Read(stream), peer, from, &e);
+        ApiError::from(e)
+    })
 }
 
 /// `GET`/`HEAD /{stream}/whip`: 200 with no body for any stream name one could publish to
@@ -141,6 +163,7 @@ pub async fn whep_options(State(state): State<AppState>, req: HeaderMap) -> Resp
 pub async fn whip_options(
     State(state): State<AppState>,
     Path(stream): Path<String>,
+    PeerAddr(peer): PeerAddr,
     Origin(from): Origin,
     req: HeaderMap,
 ) -> Response {
@@ -151,10 +174,9 @@ pub async fn whip_options(
         && !token_could_help
         && !state.0.auth.allow_public_publish
     {
-        if let RequestOrigin::Foreign(o) = &from {
-            tracing::info!(origin = %shown(o), stream = %shown(&stream), "refused a cross-origin WHIP preflight");
-        }
-        return ApiError::from(auth::AuthError::CrossOrigin).into_response();
+        let e = auth::AuthError::CrossOrigin;
+        refusal::log_refused(Wanted::Publish(&stream), peer, &from, &e);
+        return ApiError::from(e).into_response();
     }
     endpoint_options(&state, &req)
 }
@@ -202,16 +224,18 @@ pub async fn whep_post(
     State(state): State<AppState>,
     Path(stream): Path<String>,
     PeerAddr(peer): PeerAddr,
+    Origin(from): Origin,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !content_type_is(&headers, "application/sdp") {
         return Err(ApiError::UnsupportedMediaType("application/sdp"));
     }
+    // The token first: without it, nobody learns whether the stream exists.
+    check_read(&state, &stream, &headers, peer, &from)?;
     if !state.0.directory.contains(&stream) {
         return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
     }
-    auth::check(&headers, &state.0.auth.read.access(&stream))?;
     if state.0.sessions.count_role(Role::Viewer) >= state.0.max_viewers {
         return Err(ApiError::Overloaded(
             format!("at most {} viewers", state.0.max_viewers),
@@ -259,9 +283,7 @@ pub async fn whip_post(
         &access,
         state.0.auth.allow_public_publish,
     ) {
-        if let RequestOrigin::Foreign(o) = &from {
-            tracing::info!(stream, %client, origin = %shown(o), "publisher refused: {e}");
-        }
+        refusal::log_refused(Wanted::Publish(&stream), peer, &from, &e);
         return Err(e.into());
     }
     if state.0.sessions.count_role(Role::Publisher) >= state.0.max_publishers {
@@ -273,6 +295,11 @@ pub async fn whip_post(
     create(&state, stream, Role::Publisher, &body, query, peer).await
 }
 
+/// A client address for a log line.
+pub(crate) fn client_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown address".to_string(), |p| p.to_string())
+}
+
 /// Counts session `key` as pending for the client's address (until it connects or ends),
 /// or refuses it with 503 when that address has its share pending already.
 fn hold_pending(state: &AppState, key: u64, peer: Option<SocketAddr>) -> Result<(), ApiError> {
@@ -281,14 +308,18 @@ fn hold_pending(state: &AppState, key: u64, peer: Option<SocketAddr>) -> Result<
         .sessions
         .hold_pending(key, peer.map(|p| p.ip()))
         .map_err(|e| {
-            tracing::warn!(
-                client = %e.ip,
-                pending = e.pending,
-                "refused a session: {} has {} sessions answered and not yet connected \
-                 (--max-pending-per-ip)",
-                e.ip,
-                e.pending
-            );
+            static REFUSED: SharedThrottle = SharedThrottle::every(REFUSAL_LOG_EVERY);
+            if let Some(more) = REFUSED.tick() {
+                tracing::warn!(
+                    client = %e.ip,
+                    pending = e.pending,
+                    "refused a session: {} has {} sessions answered and not yet connected \
+                     (--max-pending-per-ip){}",
+                    e.ip,
+                    e.pending,
+                    more_text(more)
+                );
+            }
             ApiError::Overloaded(
                 format!(
                     "{} has {} sessions not yet connected; connect or DELETE them first",
@@ -393,6 +424,9 @@ async fn create(
             etag: etag.clone(),
             remote_ufrag: sdp_ufrag(offer),
             owner,
+            client: peer,
+            created: Instant::now(),
+            connected_after: None,
         },
     );
     let rtc = Box::new(negotiated.rtc);
@@ -429,12 +463,13 @@ async fn create(
         ));
     }
     state.0.metrics.session_created();
-    tracing::debug!(
-        stream,
+    tracing::info!(
         key,
-        endpoint = role.endpoint(),
         ice_lite = negotiated.ice_lite,
-        "session created"
+        "{} {id} of stream {} from {}: answered",
+        role.noun(),
+        shown(&stream),
+        client_text(peer)
     );
 
     let mut h = HeaderMap::new();

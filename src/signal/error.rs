@@ -77,23 +77,22 @@ impl ApiError {
     }
 }
 
+/// The client's answer; the log line is `signal::refusal`'s, which knows who asked.
 impl From<super::auth::AuthError> for ApiError {
     fn from(e: super::auth::AuthError) -> ApiError {
         use super::auth::AuthError;
         match e {
             AuthError::Missing | AuthError::Malformed | AuthError::WrongToken => {
-                tracing::info!("refused: {e}");
                 ApiError::Unauthorized
             }
-            AuthError::NotLoopback => {
-                tracing::warn!("refused a remote publisher: {e}");
-                ApiError::Forbidden(format!(
-                    "{e}; the operator can set --publish-token or --allow-public-publish"
-                ))
-            }
+            AuthError::NotLoopback => ApiError::Forbidden(format!(
+                "{e}; the operator can set --publish-token or --allow-public-publish"
+            )),
             AuthError::CrossOrigin => {
-                tracing::warn!("refused a publisher: {e}");
                 ApiError::Forbidden(format!("{e}; the operator can set --publish-token"))
+            }
+            AuthError::MetricsNotLocal => {
+                ApiError::Forbidden(format!("{e}; the operator can set --metrics-token"))
             }
         }
     }

@@ -15,6 +15,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use super::conn;
+use crate::log_throttle::{more_text, Throttle};
 
 /// Default longest wait for a request's headers (and a TLS handshake).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,8 +30,6 @@ pub const MAX_BODY: usize = 128 * 1024;
 /// First and longest pause after a failed accept for want of resources.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// At most one log line per this long for repeated accept errors and refused connections.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The HTTP limits, from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,14 +119,6 @@ pub async fn serve(
     let _ = shutdown.send(true);
 }
 
-fn more_text(suppressed: u64) -> String {
-    if suppressed == 0 {
-        String::new()
-    } else {
-        format!(" ({suppressed} more since the last such line)")
-    }
-}
-
 /// Open connections per source address (IPv4, or an IPv6 /64), capped.
 struct PerAddress {
     max: usize,
@@ -186,30 +177,6 @@ fn address_key(ip: IpAddr) -> IpAddr {
             IpAddr::V6(seg.into())
         }
         v4 => v4,
-    }
-}
-
-/// One log line per [`LOG_EVERY`], counting what it left out.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// `Some(left out since the last line)` when a line is due now.
-    fn tick(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < LOG_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
     }
 }
 
@@ -311,16 +278,6 @@ mod tests {
             .take("2001:db8:1:2:ffff::9".parse().unwrap())
             .is_none());
         assert!(counts.take("2001:db8:1:3::1".parse().unwrap()).is_some());
-    }
-
-    #[test]
-    fn throttle_says_what_it_left_out() {
-        let mut t = Throttle::default();
-        assert_eq!(t.tick(), Some(0));
-        assert_eq!(t.tick(), None);
-        assert_eq!(t.tick(), None);
-        t.last = Some(Instant::now() - LOG_EVERY);
-        assert_eq!(t.tick(), Some(2));
     }
 
     #[test]

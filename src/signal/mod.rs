@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod error;
 pub mod listen;
 pub mod origin;
+pub mod refusal;
 pub mod session;
 pub mod tls;
 

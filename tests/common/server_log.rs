@@ -87,6 +87,11 @@ impl ServerLog {
         }
     }
 
+    /// Every line kept so far.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.lock().clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LogLine>> {
         // A test that panicked while holding it leaves the lines intact.
         self.0.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,172 @@
+//! The log lines a person reads, from a real server on 127.0.0.1.
+//!
+//! Sessions (issue 15): one line when a session is answered, one when it connects and one
+//! when it ends, each naming it by the id in its URL, its stream and the client's address.
+//!
+//! Refusals (issue 14 item 10): a client refused in a loop cannot flood the log: 40 WHIP POSTs from a page of another origin (403, the loopback rule does
+//! not cover foreign pages) and 40 WHEP POSTs without the read token (401) give one log
+//! line each, naming the client and the stream; after the interval the next line counts
+//! the ones left out. The answers themselves are not throttled: every request gets its
+//! status.
+
+#[path = "common/raw_http.rs"]
+mod raw_http;
+#[path = "common/server_log.rs"]
+mod server_log;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mixcast::client::whep::{play, PlayOptions};
+use mixcast::config::{AuthConfig, Config, TokenRules};
+use mixcast::server::Server;
+use mixcast::signal::auth::Secret;
+use mixcast::signal::refusal::REFUSAL_LOG_EVERY;
+use raw_http::{exchange, request};
+use server_log::ServerLog;
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+
+fn offer(direction: Direction) -> String {
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, direction, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}
+
+/// The capture, installed once for the tests of this binary.
+fn log() -> &'static ServerLog {
+    static LOG: OnceLock<ServerLog> = OnceLock::new();
+    LOG.get_or_init(|| ServerLog::install().unwrap())
+}
+
+#[test]
+fn a_session_is_logged_by_its_url_id_stream_and_address() {
+    let log = log();
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let report = play(&PlayOptions {
+        url: format!("http://{}/live/whep", server.http_addr()),
+        token: None,
+        duration: Duration::from_millis(500),
+        bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        decode: false,
+    })
+    .expect("the viewer plays");
+    assert!(report.packets > 0);
+    let id = report.session_url.rsplit('/').next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mine = loop {
+        let mine: Vec<String> = log
+            .lines()
+            .into_iter()
+            .map(|l| l.message)
+            .filter(|m| m.starts_with(&format!("viewer {id} ")))
+            .collect();
+        if mine.len() >= 3 || Instant::now() > deadline {
+            break mine;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(mine.len(), 3, "{mine:#?}");
+    for (line, says) in mine
+        .iter()
+        .zip(["answered", "connected after", "ended (closed)"])
+    {
+        assert!(
+            line.contains("of stream \"live\" from 127.0.0.1:") && line.contains(says),
+            "{line:?} should say {says:?}"
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
+fn refusals_in_a_loop_log_one_line_per_interval() {
+    let log = log();
+    let server = Server::start(Config {
+        auth: AuthConfig {
+            read: TokenRules {
+                default: vec![Secret::new("read-tok").unwrap()],
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Config::loopback_ephemeral()
+    })
+    .expect("server starts");
+    let addr = server.http_addr();
+    let host = addr.to_string();
+    let publish = offer(Direction::SendOnly);
+    let view = offer(Direction::RecvOnly);
+    let foreign = [
+        ("Content-Type", "application/sdp"),
+        ("Origin", "https://evil.example"),
+    ];
+    let sdp = [("Content-Type", "application/sdp")];
+    let refuse_all = |n: usize| {
+        for _ in 0..n {
+            let r = exchange(
+                addr,
+                &request("POST", "/mic/whip", &host, &foreign, publish.as_bytes()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert_eq!(r.status, 403, "{}", r.text());
+            let r = exchange(
+                addr,
+                &request("POST", "/live/whep", &host, &sdp, view.as_bytes()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert_eq!(r.status, 401, "{}", r.text());
+        }
+    };
+    let started = Instant::now();
+    refuse_all(40);
+    assert!(
+        started.elapsed() < REFUSAL_LOG_EVERY,
+        "the first burst must fit in one interval to be judged"
+    );
+    let refused = |what: &str| {
+        log.lines()
+            .into_iter()
+            .filter(|l| l.message.starts_with(&format!("refused a {what}")))
+            .map(|l| l.message)
+            .collect::<Vec<_>>()
+    };
+    let publishers = refused("publisher");
+    assert_eq!(publishers.len(), 1, "{publishers:#?}");
+    assert!(
+        publishers[0].contains("from 127.0.0.1:")
+            && publishers[0].contains("\"mic\"")
+            && publishers[0].contains("evil.example"),
+        "{}",
+        publishers[0]
+    );
+    let viewers = refused("viewer");
+    assert_eq!(viewers.len(), 1, "{viewers:#?}");
+    assert!(viewers[0].contains("\"live\""), "{}", viewers[0]);
+
+    // The next interval: one more line each, saying how many were left out.
+    // (the first line was written a little after `started`: wait a little longer)
+    std::thread::sleep(
+        (REFUSAL_LOG_EVERY + Duration::from_millis(500)).saturating_sub(started.elapsed()),
+    );
+    refuse_all(1);
+    let publishers = refused("publisher");
+    assert_eq!(publishers.len(), 2, "{publishers:#?}");
+    assert!(
+        publishers[1].contains("(39 more since the last such line)"),
+        "{}",
+        publishers[1]
+    );
+    let viewers = refused("viewer");
+    assert_eq!(viewers.len(), 2, "{viewers:#?}");
+    assert!(
+        viewers[1].contains("(39 more since the last such line)"),
+        "{}",
+        viewers[1]
+    );
+    server.shutdown();
+}
