@@ -33,6 +33,8 @@
 pub mod client;
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log_throttle;
 pub mod logging;
 pub mod media;

@@ -306,6 +306,11 @@ pub fn accept_with_video(
     };
     let answer = ensure_stereo(&answer);
     check_answer(&answer, role)?;
+    if m_kinds(offer).ne(m_kinds(&answer)) {
+        return Err(OfferError::Unusable(
+            "an offered m-section could not be answered in place (RFC 3264 §6)".into(),
+        ));
+    }
     let local = rtc.direct_api().local_ice_credentials();
     Ok(Negotiated {
         rtc,
@@ -355,6 +360,13 @@ fn check_answer(answer: &str, role: Role) -> Result<(), OfferError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The media kind of each m-line, in order.
+fn m_kinds(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .map(|m| m.split(' ').next().unwrap_or(""))
 }
 
 /// Makes sure every Opus fmtp line of the answer says `stereo=1; sprop-stereo=1`, which
@@ -547,6 +559,43 @@ mod tests {
         .unwrap()
         .answer;
         assert_ne!(video_port(&p), Some("0"), "{p}");
+    }
+
+    /// Found by the `offer` fuzz target: an m-section of a kind str0m does not know
+    /// (`m=vide[`) was left out of the answer, which then had fewer m-lines than the offer
+    /// (RFC 3264 §6 wants one per offered one): a 201 no client can apply.
+    #[test]
+    fn every_offered_section_is_answered_or_the_offer_refused() {
+        let offer = av_viewer_offer().replacen("m=video", "m=vide[", 1);
+        let addr: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let r = accept(&offer, Role::Viewer, &[addr], Instant::now());
+        assert!(
+            matches!(r, Err(OfferError::Unusable(_))),
+            "{:?}",
+            r.map(|n| n.answer)
+        );
+        // A data channel section, which browsers add: answered (rejected or not), in place.
+        let mut rtc = Rtc::builder().build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(
+            str0m::media::MediaKind::Audio,
+            str0m::media::Direction::RecvOnly,
+            None,
+            None,
+            None,
+        );
+        api.add_channel("chat".into());
+        let offer = api.apply().unwrap().0.to_sdp_string();
+        let kinds = |sdp: &str| {
+            sdp.lines()
+                .filter(|l| l.starts_with("m="))
+                .map(|l| l.split(' ').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        match accept(&offer, Role::Viewer, &[addr], Instant::now()) {
+            Ok(n) => assert_eq!(kinds(&offer), kinds(&n.answer), "{}", n.answer),
+            Err(e) => panic!("an offer with a data channel: {e}"),
+        }
     }
 
     #[test]

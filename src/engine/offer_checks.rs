@@ -2,8 +2,9 @@
 //! refused at the POST with a reason in our words (naming the line) rather than accepted and
 //! left to fail, or refused with str0m's internal text: lines of the `<type>=<value>` form
 //! without control characters; ICE credentials of ICE characters (RFC 8839 §5.4); at least
-//! one DTLS fingerprint in a hash we can check (sha-256, sha-1: what str0m verifies); and
-//! at least one m-section that is not disabled (port 0, RFC 3264 §6) for the role.
+//! one DTLS fingerprint in a hash we can check (sha-256, sha-1: what str0m verifies); media
+//! kinds str0m answers (audio, video, application); and at least one m-section that is not
+//! disabled (port 0, RFC 3264 §6) for the role.
 //!
 //! Owns no state; pure functions of the offer's text.
 
@@ -49,6 +50,13 @@ pub fn values(sdp: &str, role: Role) -> Result<(), OfferError> {
             if number.parse::<u16>().is_err() {
                 return Err(OfferError::Malformed(format!(
                     "m= on line {n}: the port is not a number"
+                )));
+            }
+            // str0m leaves a section of any other kind out of its answer, which would then
+            // have fewer m-lines than the offer (RFC 3264 §6): no client could apply it.
+            if !matches!(kind, "audio" | "video" | "application") {
+                return Err(OfferError::Unusable(format!(
+                    "m= on line {n}: media other than audio, video or application"
                 )));
             }
             let enabled = number != "0";

@@ -664,11 +664,16 @@ impl JitterBuffer {
     }
 
     /// Drops every ready packet below `limit` (counted as overflow) and moves `next` there.
+    ///
+    /// Every slot is looked at: a packet far ahead (`limit` more than [`CAPACITY`] above
+    /// `next`) must free the ready slots of all the sequence numbers it jumps over, not only
+    /// of the last [`CAPACITY`] below it. Scanning just those (as this once did) left the
+    /// older packets marked ready below `next`: found by the `jitter` fuzz target, the
+    /// buffer then said it held more than it can, and a publisher that left was never
+    /// finished (`buffered()` never came back to 0).
     fn evict_below(&mut self, limit: u64) {
-        let from = self.next.max(limit.saturating_sub(CAPACITY as u64));
-        for s in from..limit {
-            let slot = &mut self.slots[Self::index(s)];
-            if slot.state == SlotState::Ready && slot.seq == s {
+        for slot in self.slots.iter_mut() {
+            if slot.state == SlotState::Ready && slot.seq < limit {
                 slot.state = SlotState::Free;
                 self.ready -= 1;
                 self.stats.overflow += 1;
@@ -823,6 +828,41 @@ mod tests {
         /// No pop: the tick plays the second frame of a stretch.
         Held,
         Empty,
+    }
+
+    /// The `jitter` fuzz target's minimized input: 41 packets in order (across the
+    /// sequence wrap), then one 9727 sequence numbers ahead. Every packet it jumps over is
+    /// dropped and counted; none stays held below the playout point.
+    #[test]
+    fn a_far_jump_frees_every_slot_it_jumps_over() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new();
+        let mut ts = 4_294_902_272u32;
+        for i in 0..42u16 {
+            ts = ts.wrapping_add(960);
+            let seq = 65_531u16.wrapping_add(i);
+            let at = t0 + Duration::from_millis(14 * (u64::from(i) + 1).min(46));
+            assert_eq!(jb.push(seq, ts, &[1; 200], at), Pushed::Stored);
+        }
+        assert_eq!(jb.buffered(), 42);
+        let pushed = jb.push(9770, 4_294_900_160, &[2; 60], t0 + 909 * MS);
+        assert_eq!(pushed, Pushed::Stored);
+        assert_eq!(jb.buffered(), 1, "the packets jumped over are not held");
+        assert_eq!(jb.stats().overflow, 42);
+        jb.push(9771, 4_294_901_120, &[3; 39], t0 + 983 * MS);
+        assert_eq!(jb.buffered(), 2);
+        // They play (or are given up on as stale), and then nothing is held: a publisher
+        // that left after this is finished.
+        let mut now = t0 + 983 * MS;
+        let mut played = 0;
+        for _ in 0..20 {
+            now += 20 * MS;
+            if matches!(jb.pop(now), Pop::Packet(_)) {
+                played += 1;
+            }
+        }
+        assert!(played >= 1);
+        assert_eq!(jb.buffered(), 0);
     }
 
     fn id(p: &[u8]) -> u32 {

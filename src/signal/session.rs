@@ -91,12 +91,17 @@ pub async fn options(State(state): State<AppState>, req: HeaderMap) -> Response 
 
 /// What an sdpfrag (RFC 8840) carries.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct SdpFrag {
+pub struct SdpFrag {
+    /// `a=ice-ufrag:` (the last one): new credentials mean an ICE restart.
     pub ufrag: Option<String>,
+    /// `a=ice-pwd:` (the last one).
     pub pwd: Option<String>,
+    /// Every `a=candidate:` line, without its `a=`.
     pub candidates: Vec<String>,
 }
 
+/// The ICE credentials and candidates of a PATCH body. Never fails: lines it does not
+/// know are ignored (RFC 8840 allows media-level lines it has no use for here).
 pub(crate) fn parse_sdpfrag(body: &str) -> SdpFrag {
     let mut f = SdpFrag::default();
     for line in body.lines() {
