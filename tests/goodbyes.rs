@@ -42,6 +42,9 @@ fn free_port(udp: bool) -> u16 {
 struct ServerProcess {
     child: Option<Child>,
     http: SocketAddr,
+    /// Its stdout (where the log goes), read by a thread into this as it comes.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -59,18 +62,43 @@ impl ServerProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the mixcast binary");
+        let mut child = child;
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let into = std::sync::Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut l = into.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        // Signals are caught once it says "ready": a SIGINT before would end it the
+        // default way, without goodbyes.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(http).is_err() {
+        while !log
+            .lock()
+            .unwrap()
+            .contains("ready; Ctrl-C or SIGTERM stops")
+        {
             assert!(
                 Instant::now() < deadline,
-                "the server did not listen on {http}"
+                "the server did not say it is ready: {}",
+                log.lock().unwrap()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(
+            std::net::TcpStream::connect(http).is_ok(),
+            "not listening on {http}"
+        );
         ServerProcess {
             child: Some(child),
             http,
+            log,
+            reader: Some(reader),
         }
     }
 
@@ -96,11 +124,10 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut log = String::new();
-        if let Some(mut err) = child.stdout.take() {
-            use std::io::Read;
-            let _ = err.read_to_string(&mut log);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join(); // ends with the process's stdout
         }
+        let log = self.log.lock().unwrap().clone();
         (status.and_then(|s| s.code()), log)
     }
 }
