@@ -166,19 +166,6 @@ fn python_with(test: &str, packages: &[&str]) -> Option<Python> {
     }
 }
 
-/// The script's JSON summary (its last stdout line), after checking it exited 0.
-fn script_summary(out: python::Output, what: &str) -> Result<serde_json::Value, String> {
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}):\n{}",
-            out.status,
-            python::tail(&out.stderr, 30)
-        ));
-    }
-    serde_json::from_str(python::last_line(&out.stdout))
-        .map_err(|e| format!("{what}'s summary {:?}: {e}", out.stdout))
-}
-
 #[test]
 fn viewers_hear_the_signal_through_loss_and_delay() {
     const TEST: &str = "viewers_hear_the_signal_through_loss_and_delay";
@@ -201,7 +188,7 @@ fn viewers_hear_the_signal_through_loss_and_delay() {
     let out = aiortc
         .wait(Duration::from_secs(SECONDS) + SCRIPT_SLACK)
         .unwrap();
-    let aiortc_summary = script_summary(out, "aiortc_peer.py").unwrap();
+    let aiortc_summary = python::script_summary(out, "aiortc_peer.py").unwrap();
     eprintln!("{TEST}: ours: {}; {}", summary(&ours), path.counts());
 
     // The path really was lossy for our viewer: about a tenth of its packets missing.

@@ -56,19 +56,6 @@ fn aiortc_python(test: &str) -> Option<Python> {
     }
 }
 
-/// The script's JSON summary (its last stdout line), after checking it exited 0.
-fn script_summary(out: python::Output) -> Result<serde_json::Value, String> {
-    if !out.status.success() {
-        return Err(format!(
-            "aiortc_peer.py failed ({}):\n{}",
-            out.status,
-            python::tail(&out.stderr, 30)
-        ));
-    }
-    serde_json::from_str(python::last_line(&out.stdout))
-        .map_err(|e| format!("aiortc_peer.py's summary {:?}: {e}", out.stdout))
-}
-
 #[test]
 fn aiortc_publishes_a_stereo_tone_a_viewer_hears() {
     const TEST: &str = "aiortc_publishes_a_stereo_tone_a_viewer_hears";
@@ -106,7 +93,7 @@ fn aiortc_publishes_a_stereo_tone_a_viewer_hears() {
             })
         });
         let out = publisher.wait(Duration::from_secs(SECONDS.into()) + SCRIPT_SLACK)?;
-        let summary = script_summary(out)?;
+        let summary = python::script_summary(out, "aiortc_peer.py")?;
         server.shutdown();
         let report = report
             .ok_or_else(|| format!("no WHIP session {SESSION_TIMEOUT:?} after starting aiortc"))?
@@ -146,7 +133,7 @@ fn aiortc_views_live_and_decodes_440_left_660_right() {
             .arg(pcm_file.path());
         let out = Running::spawn(cmd, "aiortc_peer.py view")?
             .wait(Duration::from_secs(SECONDS.into()) + SCRIPT_SLACK)?;
-        let summary = script_summary(out)?;
+        let summary = python::script_summary(out, "aiortc_peer.py")?;
         server.shutdown();
         // aiortc's decoder output: interleaved stereo s16le at 48 kHz.
         let bytes = std::fs::read(pcm_file.path()).map_err(|e| e.to_string())?;

@@ -124,15 +124,13 @@ pub async fn whep_get(
     Origin(from): Origin,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    check_read(&state, &stream, &headers, peer, &from)?;
-    if !state.0.directory.contains(&stream) {
-        return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
-    }
+    check_readable(&state, &stream, &headers, peer, &from)?;
     Ok(StatusCode::OK)
 }
 
-/// The read token check for `stream`, logged when it fails.
-fn check_read(
+/// Whether `stream` may be read and exists: the read token first (its failure logged), so
+/// that without it nobody learns whether the stream exists; then 404 for none.
+fn check_readable(
     state: &AppState,
     stream: &str,
     headers: &HeaderMap,
@@ -142,7 +140,11 @@ fn check_read(
     auth::check(headers, &state.0.auth.read.access(stream)).map_err(|e| {
         refusal::log_refused(Wanted::Read(stream), peer, from, &e);
         ApiError::from(e)
-    })
+    })?;
+    if !state.0.directory.contains(stream) {
+        return Err(ApiError::NotFound(format!("no stream {}", shown(stream))));
+    }
+    Ok(())
 }
 
 /// `GET`/`HEAD /{stream}/whip`: 200 with no body for any stream name one could publish to
@@ -236,11 +238,7 @@ pub async fn whep_post(
     if !content_type_is(&headers, "application/sdp") {
         return Err(ApiError::UnsupportedMediaType("application/sdp"));
     }
-    // The token first: without it, nobody learns whether the stream exists.
-    check_read(&state, &stream, &headers, peer, &from)?;
-    if !state.0.directory.contains(&stream) {
-        return Err(ApiError::NotFound(format!("no stream {}", shown(&stream))));
-    }
+    check_readable(&state, &stream, &headers, peer, &from)?;
     if state.0.sessions.count_role(Role::Viewer) >= state.0.max_viewers {
         return Err(ApiError::Overloaded(
             format!("at most {} viewers", state.0.max_viewers),

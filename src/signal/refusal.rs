@@ -57,7 +57,7 @@ pub fn log_refused(
     let Some(more) = throttle.tick() else {
         return;
     };
-    let client = client.map_or_else(|| "an unknown address".to_string(), |c| c.to_string());
+    let client = super::endpoint::client_text(client);
     let page = match from {
         RequestOrigin::Foreign(o) => format!(" (a page of {})", shown(o)),
         _ => String::new(),

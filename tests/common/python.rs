@@ -314,6 +314,20 @@ fn checked(cmd: Command, timeout: Duration, what: &str) -> Result<(), String> {
     }
 }
 
+/// The JSON summary an interop script prints as its last stdout line, after checking that
+/// it (`what`) exited 0; else its stderr's tail.
+pub fn script_summary(out: Output, what: &str) -> Result<serde_json::Value, String> {
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            tail(&out.stderr, 30)
+        ));
+    }
+    serde_json::from_str(last_line(&out.stdout))
+        .map_err(|e| format!("{what}'s summary {:?}: {e}", out.stdout))
+}
+
 /// The last non-empty line of `text` (where Python puts the exception).
 pub fn last_line(text: &str) -> &str {
     text.lines()
