@@ -129,7 +129,11 @@ async fn post_creates_a_session() {
         "{etag}"
     );
     let links: Vec<_> = res.headers().get_all("link").iter().collect();
-    assert_eq!(links.len(), 3, "two ICE servers and the event stream: {links:?}");
+    assert_eq!(
+        links.len(),
+        3,
+        "two ICE servers and the event stream: {links:?}"
+    );
     assert_eq!(
         links[2].to_str().unwrap(),
         format!(
