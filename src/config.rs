@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+mod effective;
+
 use crate::media::sources::SourceSpec;
 use crate::signal::auth::{Access, Secret};
 use crate::signal::listen::HttpLimits;
