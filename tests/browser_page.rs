@@ -520,3 +520,212 @@ fn viewer_count_follows_events_without_polling() {
     });
     server.shutdown();
 }
+
+/// The page's event reader against a stand-in server that does what a real one may: an
+/// event split across writes (mid-line, mid-character), CRLF and LF line ends, a comment,
+/// a stream that ends (the page reconnects and keeps the list without polling), then
+/// `/api/events` failing (after three failures in a row the page polls `/api/streams`).
+#[test]
+fn page_reads_split_events_reconnects_and_falls_back_to_polling() {
+    let test = "page_reads_split_events_reconnects_and_falls_back_to_polling";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    let stand_in = sse_stand_in::start();
+    let addr = stand_in.addr;
+    with_chromium(binary, &[], move |browser| {
+        browser
+            .navigate(&format!("http://{addr}/"), Duration::from_secs(10))
+            .map_err(cdp)?;
+        // The first connection ends after its events; the second one says 7 viewers.
+        browser
+            .wait_for(
+                "document.querySelector('[data-stream=live] .viewers')?.textContent === '7 viewers'",
+                Instant::now() + Duration::from_secs(15),
+                "7 viewers from the second connection",
+            )
+            .map_err(cdp)?;
+        let seen = browser
+            .evaluate(
+                "({ feed: mixcastTest.feed(),\
+                 sources: document.querySelector('[data-stream=live] .sources').textContent })",
+            )
+            .map_err(cdp)?;
+        eprintln!(
+            "after the reconnect: {seen}, stand-in: {:?}",
+            stand_in.counts()
+        );
+        let (events, polls) = stand_in.counts();
+        if seen["sources"] != "tone ♪"
+            || seen["feed"]["counts"]["streams"] != 2
+            || seen["feed"]["counts"]["viewercount"] != 1
+            || seen["feed"]["listRequests"] != 0
+            || events != 2
+            || polls != 0
+        {
+            return Err(format!("after a split event and a reconnect: {seen}, {events} event connections, {polls} polls"));
+        }
+        // /api/events fails from now on: the page polls, and shows what the poll says.
+        stand_in.fail_events();
+        browser
+            .wait_for(
+                "document.querySelector('[data-stream=live] .viewers')?.textContent === '9 viewers'",
+                Instant::now() + Duration::from_secs(20),
+                "9 viewers from /api/streams",
+            )
+            .map_err(cdp)?;
+        let feed = browser.evaluate("mixcastTest.feed()").map_err(cdp)?;
+        let (events, polls) = stand_in.counts();
+        eprintln!("falling back: {feed}, {events} event connections, {polls} polls");
+        if feed["state"] != "polling" || events < 2 + 3 || polls < 1 {
+            return Err(format!(
+                "the fallback: {feed}, {events} event connections, {polls} polls"
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// A hand-written HTTP/1.1 server for the page and a scripted `/api/events` (std threads,
+/// one per connection; each response ends by closing the connection).
+mod sse_stand_in {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const INDEX_HTML: &str = include_str!("../static/index.html");
+    const APP_JS: &str = include_str!("../static/app.js");
+    const STYLE_CSS: &str = include_str!("../static/style.css");
+
+    #[derive(Default)]
+    struct Shared {
+        events: AtomicUsize,
+        polls: AtomicUsize,
+        failing: AtomicBool,
+        /// The held-open second event stream, closed by `fail_events`.
+        open: Mutex<Option<TcpStream>>,
+    }
+
+    pub struct StandIn {
+        pub addr: SocketAddr,
+        shared: Arc<Shared>,
+    }
+
+    impl StandIn {
+        /// (connections to /api/events, requests of /api/streams)
+        pub fn counts(&self) -> (usize, usize) {
+            (
+                self.shared.events.load(Ordering::SeqCst),
+                self.shared.polls.load(Ordering::SeqCst),
+            )
+        }
+
+        /// Ends the open event stream; every later /api/events gets a 500.
+        pub fn fail_events(&self) {
+            self.shared.failing.store(true, Ordering::SeqCst);
+            if let Some(s) = self.shared.open.lock().unwrap().take() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn start() -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds 127.0.0.1:0");
+        let addr = listener.local_addr().expect("an address");
+        let shared = Arc::new(Shared::default());
+        let in_thread = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let shared = Arc::clone(&in_thread);
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &shared);
+                });
+            }
+        });
+        StandIn { addr, shared }
+    }
+
+    fn list(viewers: u32) -> String {
+        format!(
+            r#"{{"streams":[{{"name":"live","viewers":{viewers},"publishers":0,"configured":true,"video":null,"sources":["tone ♪"]}}]}}"#
+        )
+    }
+
+    fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut request = String::new();
+        reader.read_line(&mut request)?;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+                break;
+            }
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let plain = |stream: &mut TcpStream, status: &str, kind: &str, body: &str| {
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        match path.as_str() {
+            "/" => plain(
+                &mut stream,
+                "200 OK",
+                "text/html; charset=utf-8",
+                INDEX_HTML,
+            ),
+            "/app.js" => plain(&mut stream, "200 OK", "text/javascript", APP_JS),
+            "/style.css" => plain(&mut stream, "200 OK", "text/css", STYLE_CSS),
+            "/api/streams" => {
+                shared.polls.fetch_add(1, Ordering::SeqCst);
+                plain(&mut stream, "200 OK", "application/json", &list(9))
+            }
+            "/api/events" => {
+                let n = shared.events.fetch_add(1, Ordering::SeqCst) + 1;
+                if shared.failing.load(Ordering::SeqCst) {
+                    return plain(
+                        &mut stream,
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "down",
+                    );
+                }
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+                )?;
+                let pause = || std::thread::sleep(Duration::from_millis(60));
+                if n == 1 {
+                    // One event in pieces: mid-line, and mid-"♪" (three bytes in UTF-8).
+                    let event = format!("event: streams\r\ndata: {}\r\n\r\n", list(2));
+                    let bytes = event.as_bytes();
+                    let note = event.find('♪').expect("the note is in the list") + 1;
+                    stream.write_all(b": keep-alive\r\n\r\n")?;
+                    for piece in [&bytes[..9], &bytes[9..note], &bytes[note..]] {
+                        pause();
+                        stream.write_all(piece)?;
+                        stream.flush()?;
+                    }
+                    pause();
+                    stream.write_all(
+                        b"event: viewercount\ndata: {\"stream\":\"live\",\"viewercount\":5}\n\n",
+                    )?;
+                    pause();
+                    // Ends here: the page must come back.
+                    Ok(())
+                } else {
+                    stream
+                        .write_all(format!("event: streams\ndata: {}\n\n", list(7)).as_bytes())?;
+                    stream.flush()?;
+                    *shared.open.lock().unwrap() = Some(stream.try_clone()?);
+                    Ok(())
+                }
+            }
+            _ => plain(&mut stream, "404 Not Found", "text/plain", "no"),
+        }
+    }
+}
