@@ -1487,6 +1487,7 @@ class PublishPanel {
       target: $(".target"),
       error: $(".error"),
       meterBox: $(".meters"),
+      statsBox: $(".stats"),
       meters: [],
       stats: Object.fromEntries(
         [...root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
@@ -1588,6 +1589,7 @@ class PublishPanel {
       this.el.meters = labels.map((label) => meterOf(createMeterRow(label)));
       this.el.meterBox.replaceChildren(...this.el.meters.map((meter) => meter.row));
     }
+    this.el.statsBox.hidden = !publishing;
     if (!publishing) {
       renderMeters(this.el.meters, []);
       for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
