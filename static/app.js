@@ -331,10 +331,10 @@ function formatMs(ms) {
   return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
 }
 
-/** The delay line: "Delay ≈ 62 ms: network 0.2 ms (half the 0.4 ms round trip), jitter
+/** The delay line: "Server to speaker ≈ 62 ms: network 0.2 ms (half the 0.4 ms round trip), jitter
  * buffer 41 ms, playout 21 ms". */
 function describeDelay(latency) {
-  if (!latency) return "Delay: measuring…";
+  if (!latency) return "Server to speaker: measuring…";
   const parts = [];
   if (latency.roundTripMs !== null && latency.roundTripMs < 1) {
     // Chromium measures the round trip in whole milliseconds: on a LAN it reads 0.
@@ -357,7 +357,7 @@ function describeDelay(latency) {
       : `playout ${formatMs(latency.playoutMs)}`,
   );
   const total = latency.totalMs === null ? "" : ` ≈ ${formatMs(latency.totalMs)}`;
-  return `Delay${total}: ${parts.join(", ")}`;
+  return `Server to speaker${total}: ${parts.join(", ")}`;
 }
 
 /** The loss in words: "no loss" or "1.2 % lost", over the window it covers. */
@@ -1804,7 +1804,7 @@ class App {
       announce,
     );
     this.events = new EventFeed({
-      onStreams: (streams) => this.showList(streams, "live updates"),
+      onStreams: (streams) => this.showList(streams, "live list (server events)"),
       onViewerCount: (stream, viewers) => {
         if (Number.isFinite(viewers)) this.cards.get(stream)?.setViewers(viewers);
       },
@@ -1877,7 +1877,7 @@ class App {
       this.listStatus.hidden = false;
       return;
     }
-    this.showList(streams, "polled");
+    this.showList(streams, `list polled every ${LIST_INTERVAL_MS / 1000} s`);
   }
 
   /** Shows the server's stream list: cards for the listed streams, in its order. */
@@ -1905,7 +1905,7 @@ class App {
     this.streamNames.replaceChildren(
       ...[...listed].map((name) => Object.assign(document.createElement("option"), { value: name })),
     );
-    this.updated.textContent = `list ${how}, ${new Date().toLocaleTimeString()}`;
+    this.updated.textContent = `${how}, updated ${new Date().toLocaleTimeString()}`;
   }
 
   refreshStats() {

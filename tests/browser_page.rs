@@ -21,7 +21,6 @@ mod browser_harness;
 #[allow(dead_code)]
 #[path = "common/chromium.rs"]
 mod chromium;
-#[allow(dead_code)]
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/tone.rs"]
