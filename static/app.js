@@ -26,6 +26,9 @@ const EVENTS_RETRY_MAX_MS = 15000;
 const EVENTS_FAILURES_BEFORE_POLLING = 3;
 // The server sends a keep-alive every 15 s: silence this long means a dead connection.
 const EVENTS_SILENCE_MS = 40000;
+// The server sends the list as soon as it accepts the stream: without it by then (a proxy
+// that buffers the response), the list is polled until events come.
+const EVENTS_FIRST_EVENT_MS = 5000;
 // Loss is shown over this window, the latency numbers over the last stats interval.
 const LOSS_WINDOW_MS = 10000;
 // How often the meters' accessible values follow the sound (screen readers read them on
@@ -1630,8 +1633,9 @@ function meterFraction(db) {
 /** The stream list as the server pushes it: `GET /api/events` (text/event-stream) read
  * with fetch and parsed here, because EventSource cannot send the read token in a header.
  * Reconnects with backoff when the stream ends; after EVENTS_FAILURES_BEFORE_POLLING
- * failures in a row (or at once when the server has no such endpoint) `onFallback(true)`
- * asks the page to poll, and `onFallback(false)` ends that once events flow again. */
+ * failures in a row, at once when the server has no such endpoint, or while the first
+ * event is EVENTS_FIRST_EVENT_MS late, `onFallback(true)` asks the page to poll, and
+ * `onFallback(false)` ends that once events flow again. */
 class EventFeed {
   /** "connecting" | "open" | "waiting" | "polling" */
   state = "connecting";
@@ -1666,6 +1670,9 @@ class EventFeed {
       clearTimeout(silence);
       silence = setTimeout(() => abort.abort(), EVENTS_SILENCE_MS);
     };
+    const late = setTimeout(() => {
+      if (!delivered && this.#abort === abort) this.#setPolling(true);
+    }, EVENTS_FIRST_EVENT_MS);
     try {
       this.state = "connecting";
       watch();
@@ -1698,6 +1705,7 @@ class EventFeed {
       this.lastError = messageOf(err);
     } finally {
       clearTimeout(silence);
+      clearTimeout(late);
     }
     if (this.#abort !== abort) return;
     // Ended or failed: try again later, and poll meanwhile if it keeps failing.

@@ -8,6 +8,9 @@
 //!   audio-only `live` gets none; the delay line shows numbers while playing, the meters are
 //!   `role="meter"` with values, and the live region says "playing" and "stopped". Saves
 //!   screenshots at 360 and 1200 px, idle and playing, under target/tmp/screenshots/.
+//! - `delay_line_and_loss_follow_an_impaired_path`: through a relay that delays each
+//!   datagram 25 ms each way and drops 3 %, the page's delay line reads a round trip of
+//!   about 50 ms and its loss line a few per cent lost.
 //! - `viewer_count_follows_events_without_polling`: the viewer count on the page follows a
 //!   second (non-page) viewer joining and leaving, from `/api/events`, and the page makes no
 //!   `/api/streams` request at all.
@@ -23,8 +26,12 @@ mod browser_harness;
 mod chromium;
 #[path = "common/python.rs"]
 mod python;
+#[path = "common/sdp_proxy.rs"]
+mod sdp_proxy;
 #[path = "common/tone.rs"]
 mod tone;
+#[path = "common/udp_relay.rs"]
+mod udp_relay;
 
 use browser_harness::{cdp, chromium_or_skip, media_lock, with_chromium};
 use chromium::Chromium;
@@ -35,6 +42,7 @@ use python::{Python, Running};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LEFT_HZ: f32 = 1000.0;
@@ -159,7 +167,7 @@ fn card(browser: &mut Chromium, stream: &str) -> Result<Value, String> {
         .evaluate(&format!(
             "(() => {{ const c = document.querySelector('[data-stream={stream}]');\
              if (!c) return null;\
-             const text = (s) => c.querySelector(s).textContent;\
+             const text = (s) => c.querySelector(s)?.textContent ?? null;\
              return {{ whip: text('.whip-url'), whep: text('.whep-url'),\
                ffmpeg: text('.recipe-ffmpeg'), obs: text('.recipe-obs'),\
                gstreamer: text('.recipe-gstreamer'),\
@@ -440,6 +448,86 @@ fn page_urls_recipes_latency_and_video() {
         drop(publisher);
         Ok(())
     });
+    server.shutdown();
+}
+
+#[test]
+fn delay_line_and_loss_follow_an_impaired_path() {
+    const ONE_WAY: Duration = Duration::from_millis(25);
+    const LOSS: f64 = 0.03;
+    let test = "delay_line_and_loss_follow_an_impaired_path";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    let _media = media_lock();
+    let server = Server::start(Config::loopback_ephemeral()).expect("the server starts");
+    let impairment = udp_relay::Impairment {
+        loss: LOSS,
+        delay: ONE_WAY,
+        stall_dtls: false,
+    };
+    let relay = udp_relay::start(server.udp_addr(), impairment, 15);
+    let via = relay.addr;
+    // The page comes through the proxy too, so its WHEP answer names the relay.
+    let proxy = sdp_proxy::start_with(
+        server.http_addr(),
+        Arc::new(udp_relay::offer_without_candidates),
+        Arc::new(move |answer| udp_relay::answer_via(answer, via)),
+    );
+    let addr = proxy.addr;
+    with_chromium(binary, &[], move |browser| {
+        browser
+            .navigate(
+                &format!("http://{addr}/?play=live"),
+                Duration::from_secs(10),
+            )
+            .map_err(cdp)?;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let (latency, shown) = loop {
+            let latency = browser
+                .evaluate("mixcastTest.latency('live')")
+                .map_err(cdp)?;
+            let shown = card(browser, "live")?;
+            let rtt = latency["roundTripMs"].as_f64().unwrap_or(0.0);
+            let lost = latency["lossPercent"].as_f64().unwrap_or(0.0);
+            let window = latency["lossWindowMs"].as_f64().unwrap_or(0.0);
+            if rtt > 0.0 && lost > 0.0 && window >= 8000.0 {
+                break (latency, shown);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "through the relay: latency {latency}, card {shown}, state {}",
+                    browser.evaluate("mixcastTest.state('live')").map_err(cdp)?
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        eprintln!("through the relay: {latency}\n  {shown}");
+        shot(browser, "page-1200-lossy-path")?;
+        let rtt = latency["roundTripMs"].as_f64().unwrap_or(0.0);
+        let want = 2.0 * ONE_WAY.as_secs_f64() * 1000.0;
+        let lost = latency["lossPercent"].as_f64().unwrap_or(0.0);
+        let delay = shown["delay"].as_str().unwrap_or_default();
+        let loss = shown["loss"].as_str().unwrap_or_default();
+        // The round trip is the relay's two delays and a little; the loss near its 3 %
+        // (500 packets in 10 s: a few tenths either way).
+        if !(want..want + 40.0).contains(&rtt)
+            || !(0.5..8.0).contains(&lost)
+            || !delay.contains(&format!("{} ms round trip", rtt.round()))
+            || !loss.ends_with(" s")
+            || !loss
+                .split_once(" % lost in the last ")
+                .is_some_and(|(n, _)| n.parse::<f64>().is_ok_and(|n| (n - lost).abs() < 0.06))
+        {
+            return Err(format!(
+                "want a round trip of about {want} ms and about {} % lost: {latency}, shown {delay:?} / {loss:?}",
+                LOSS * 100.0
+            ));
+        }
+        Ok(())
+    });
+    drop(proxy);
+    drop(relay);
     server.shutdown();
 }
 
