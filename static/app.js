@@ -1190,6 +1190,7 @@ class StreamCard {
       picture: $(".picture"),
       noVideo: $(".no-video"),
       latency: $(".latency"),
+      meterBox: $(".meters"),
       statsBox: $(".stats"),
       delay: $(".delay"),
       loss: $(".loss"),
@@ -1272,6 +1273,7 @@ class StreamCard {
     this.el.noVideo.hidden = hasVideo;
     this.el.noVideo.textContent = state === "connected" ? "waiting for video" : "";
     this.el.latency.hidden = !playing;
+    this.el.meterBox.hidden = !playing;
     this.el.statsBox.hidden = !playing;
     this.el.stats.video.parentElement.hidden = !(hasVideo || listedVideo);
     if (!playing) {
