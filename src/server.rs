@@ -222,6 +222,7 @@ impl Server {
             },
             demux: demux_tx,
             next_key: AtomicU64::new(1),
+            event_streams: Default::default(),
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

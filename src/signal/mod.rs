@@ -9,6 +9,7 @@ pub mod auth;
 mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod listen;
 pub mod origin;
 pub mod refusal;
@@ -125,6 +126,8 @@ pub struct Shared {
     pub demux: Sender<DemuxCommand>,
     /// The next session key.
     pub next_key: AtomicU64,
+    /// Open server-sent event streams, capped.
+    pub event_streams: events::EventStreams,
 }
 
 /// The whole HTTP API as a `Router`, so tests can call it without a socket.
@@ -134,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/style.css", get(assets::style_css))
         .route("/api/streams", get(assets::streams))
+        .route("/api/events", get(events::api_events))
         .route("/metrics", get(assets::metrics))
         .route(
             "/{stream}/whep",
@@ -154,6 +158,12 @@ pub fn app(state: AppState) -> Router {
             axum::routing::patch(session::whep_patch)
                 .delete(session::whep_delete)
                 .options(session::options),
+        )
+        .route(
+            "/{stream}/whep/{id}/events",
+            get(events::session_events)
+                .post(events::subscribe)
+                .options(events::events_options),
         )
         .route(
             "/{stream}/whip/{id}",
