@@ -1203,8 +1203,8 @@ class StreamCard {
     };
     this.el.name.textContent = name;
     this.urls = streamUrls(name);
-    this.el.whipUrl.textContent = this.urls.whip;
-    this.el.whepUrl.textContent = this.urls.whep;
+    showUrl(this.el.whipUrl, this.urls.whip);
+    showUrl(this.el.whepUrl, this.urls.whep);
     fillRecipes(this.root, this.urls.whip);
     for (const button of this.root.querySelectorAll(".copy")) {
       const target = button.dataset.copy === "whip" ? this.el.whipUrl : this.el.whepUrl;
@@ -1333,6 +1333,16 @@ function describePlayerState(state) {
       stopped: "stopped",
       failed: "failed",
     }[state] ?? state
+  );
+}
+
+/** Writes `url` into `element` with a line-break opportunity (<wbr>) before each "/" of
+ * its path, so a narrow screen breaks it between its parts; the text stays the URL. */
+function showUrl(element, url) {
+  const { origin, pathname } = new URL(url);
+  const parts = [origin, ...pathname.split(/(?=\/)/)];
+  element.replaceChildren(
+    ...parts.flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part])),
   );
 }
 
