@@ -1281,6 +1281,9 @@ class StreamCard {
       for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
       this.el.delay.textContent = "";
       this.el.loss.textContent = "";
+    } else if (!this.el.delay.textContent) {
+      this.el.delay.textContent = describeDelay(null);
+      this.el.loss.textContent = describeLoss(null);
     }
     if (state !== this.#announced) {
       this.#announced = state;

@@ -413,6 +413,17 @@ fn page_urls_recipes_latency_and_video() {
             std::thread::sleep(Duration::from_millis(200));
         };
         eprintln!("studio while playing: {studio}");
+        // Its numbers too, before the screenshots.
+        browser
+            .wait_for(
+                "(() => { const c = document.querySelector('[data-stream=studio]');\
+                 return /\\d ms/.test(c.querySelector('.delay').textContent)\
+                 && c.querySelector('[data-stat=bitrate]').textContent.includes('/s')\
+                 && c.querySelector('[data-stat=video]').textContent.includes('×') })()",
+                Instant::now() + Duration::from_secs(10),
+                "studio's delay line, bitrate and video size",
+            )
+            .map_err(cdp)?;
         let live = card(browser, "live")?;
         if live["screen"] != false {
             return Err(format!("live shows a video box beside studio's: {live}"));
