@@ -334,14 +334,15 @@ function formatMs(ms) {
   return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
 }
 
-/** The delay line: "Server to speaker ≈ 62 ms: network 0.2 ms (half the 0.4 ms round trip), jitter
- * buffer 41 ms, playout 21 ms". */
+/** The delay line: "Server to speaker ≈ 62 ms: network 0.2 ms (half the 0.4 ms round
+ * trip), jitter buffer 41 ms, playout 21 ms". It leaves out the server's own share (its
+ * mix is 20 ms frames, sent as they are encoded) and the publisher's side. */
 function describeDelay(latency) {
   if (!latency) return "Server to speaker: measuring…";
   const parts = [];
   if (latency.roundTripMs !== null && latency.roundTripMs < 1) {
     // Chromium measures the round trip in whole milliseconds: on a LAN it reads 0.
-    parts.push("network under 1 ms (round trip under 1 ms)");
+    parts.push("network under 1 ms (the round trip reads 0 ms)");
   } else if (latency.roundTripMs !== null) {
     parts.push(
       `network ${formatMs(latency.roundTripMs / 2)} (half the ${formatMs(latency.roundTripMs)} round trip)`,
@@ -366,7 +367,10 @@ function describeDelay(latency) {
 /** The loss in words: "no loss" or "1.2 % lost", over the window it covers. */
 function describeLoss(latency) {
   if (!latency || latency.lossPercent === null) return "Loss: measuring…";
-  const window = latency.lossWindowMs === null ? "so far" : `in the last ${Math.round(latency.lossWindowMs / 1000)} s`;
+  const window =
+    latency.lossWindowMs === null
+      ? "so far"
+      : `in the last ${Math.round(latency.lossWindowMs / 1000)} s`;
   if (latency.lossPercent === 0) return `No loss ${window}`;
   const percent = latency.lossPercent < 0.1 ? "under 0.1" : latency.lossPercent.toFixed(1);
   return `${percent} % lost ${window}`;
