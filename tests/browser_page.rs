@@ -47,8 +47,9 @@ use std::time::{Duration, Instant};
 
 const LEFT_HZ: f32 = 1000.0;
 const RIGHT_HZ: f32 = 1500.0;
-/// How long FFmpeg publishes: long enough for the WHEP client, the page and screenshots.
-const PUBLISH_SECONDS: u32 = 25;
+/// How long FFmpeg publishes: long enough for the WHEP client, the page and screenshots
+/// (about 10 s here); the test then waits for FFmpeg's clean end.
+const PUBLISH_SECONDS: u32 = 20;
 
 /// Where the screenshots go: `target/tmp/screenshots/` (or `$MIXCAST_SCREENSHOTS`).
 fn screenshot_dir() -> PathBuf {
@@ -456,7 +457,16 @@ fn page_urls_recipes_latency_and_video() {
             )
             .map_err(cdp)?;
         shot(browser, "page-1200-idle")?;
-        drop(publisher);
+        // FFmpeg published to the end without an error, and DELETEd its session.
+        let out = publisher
+            .wait(Duration::from_secs(PUBLISH_SECONDS.into()) + Duration::from_secs(30))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ffmpeg_whip.py failed ({}): {}",
+                out.status,
+                python::tail(&out.stderr, 20)
+            ));
+        }
         Ok(())
     });
     server.shutdown();
@@ -514,7 +524,7 @@ fn delay_line_and_loss_follow_an_impaired_path() {
             std::thread::sleep(Duration::from_millis(500));
         };
         eprintln!("through the relay: {latency}\n  {shown}");
-        shot(browser, "page-1200-lossy-path")?;
+        shot(browser, "page-lossy-path")?;
         let rtt = latency["roundTripMs"].as_f64().unwrap_or(0.0);
         let want = 2.0 * ONE_WAY.as_secs_f64() * 1000.0;
         let lost = latency["lossPercent"].as_f64().unwrap_or(0.0);
