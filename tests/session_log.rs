@@ -184,3 +184,53 @@ fn refusals_in_a_loop_log_one_line_per_interval() {
     );
     server.shutdown();
 }
+
+/// A stream a publisher creates is announced once, naming the publisher's session and
+/// address (not once by signalling and again by the TX thread), and its removal names it.
+#[test]
+fn a_stream_created_by_a_publisher_is_logged_once() {
+    use mixcast::client::whip::{PublishOptions, Publisher};
+    use mixcast::media::sources::ToneSource;
+    let log = log();
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let publisher = Publisher::start(PublishOptions::new(
+        format!("http://{}/onelog/whip", server.http_addr()),
+        Box::new(ToneSource::sine(440, 660, 0.25)),
+        Duration::from_secs(30),
+    ))
+    .expect("the publisher connects");
+    let id = publisher
+        .session_url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    publisher.stop().expect("the publisher stops");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (created, removed) = loop {
+        let lines: Vec<String> = log.lines().into_iter().map(|l| l.message).collect();
+        let created: Vec<String> = lines
+            .iter()
+            .filter(|m| m.contains("\"onelog\" created") || m.contains("stream created"))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = lines
+            .iter()
+            .filter(|m| m.starts_with("stream \"onelog\" removed"))
+            .cloned()
+            .collect();
+        if !removed.is_empty() || Instant::now() > deadline {
+            break (created, removed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert!(
+        created[0].starts_with(&format!(
+            "stream \"onelog\" created by publisher {id} from 127.0.0.1:"
+        )),
+        "{created:?}"
+    );
+    assert_eq!(removed.len(), 1, "the stream's removal is logged by name");
+    server.shutdown();
+}

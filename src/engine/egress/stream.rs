@@ -201,7 +201,8 @@ impl Egress {
         let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
         let slot = self.insert_stream(mix);
         self.directory.ensure(name);
-        tracing::info!(stream = name, "stream created by a publisher");
+        // Signalling has said who created it (one INFO line per stream, not two).
+        tracing::debug!(stream = name, "mix started for an on-demand stream");
         Some(slot)
     }
 
@@ -332,7 +333,7 @@ impl Egress {
                     tracing::debug!(stream = %s.name, "mirror stream removed: no frame for {MIRROR_GRACE:?}");
                 } else {
                     self.directory.remove(&s.name);
-                    tracing::info!(stream = %s.name, "stream removed: no input (and no viewer for {UNWATCHED_STREAM_GRACE:?}, or none for {STREAM_GRACE:?})");
+                    tracing::info!(stream = %s.name, "stream {:?} removed: no input (and no viewer for {UNWATCHED_STREAM_GRACE:?}, or none for {STREAM_GRACE:?})", s.name);
                 }
             }
         }
