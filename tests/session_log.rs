@@ -14,6 +14,9 @@ mod raw_http;
 #[path = "common/server_log.rs"]
 mod server_log;
 
+#[path = "common/offers.rs"]
+mod offers;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,15 +27,10 @@ use mixcast::signal::auth::Secret;
 use mixcast::signal::refusal::REFUSAL_LOG_EVERY;
 use raw_http::{exchange, request};
 use server_log::ServerLog;
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
+use str0m::media::Direction;
 
 fn offer(direction: Direction) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, direction, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
+    offers::audio(direction)
 }
 
 /// The capture, installed once for the tests of this binary.
