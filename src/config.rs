@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::media::sources::SourceSpec;
+use crate::record::RecordConfig;
 use crate::signal::auth::{Access, Secret};
 use crate::signal::listen::HttpLimits;
 use crate::streams::VideoSource;
@@ -284,6 +285,8 @@ pub struct Config {
     pub max_pending_per_ip: usize,
     /// HTTP timeouts and the per-address connection cap.
     pub http: HttpLimits,
+    /// Which streams are recorded, where (`record`).
+    pub record: RecordConfig,
 }
 
 impl Config {
@@ -312,6 +315,7 @@ impl Config {
             // tests (tests/hostile_udp.rs sets it).
             max_pending_per_ip: DEFAULT_MAX_VIEWERS,
             http: HttpLimits::default(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -340,6 +344,8 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     max_connections_per_ip: Option<usize>,
+    record_dir: Option<PathBuf>,
+    record_segment_seconds: Option<u64>,
     streams: BTreeMap<String, FileStream>,
     /// The file's folder (not a key: set by `read_file`).
     #[serde(skip)]
@@ -353,6 +359,7 @@ struct FileStream {
     video: Option<VideoSource>,
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
+    record: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,6 +525,27 @@ pub struct ServeArgs {
     /// at once [default: 64].
     #[arg(long, env = "MIXCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+
+    /// Record stream NAME's mix (Ogg Opus, the packets viewers get) whenever it exists,
+    /// a configured stream from start-up, one a publisher creates from then on: a new
+    /// file each time it appears, cut every --record-segment-seconds. Repeatable, or
+    /// NAME,NAME.
+    #[arg(
+        long = "record",
+        env = "MIXCAST_RECORD",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub record: Vec<String>,
+
+    /// The folder recordings go to, made when needed [default: recordings].
+    #[arg(long, env = "MIXCAST_RECORD_DIR", value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// A recording goes on in a new file after this many seconds of the stream (1 to
+    /// 86400) [default: 3600].
+    #[arg(long, env = "MIXCAST_RECORD_SEGMENT_SECONDS", value_name = "SECS")]
+    pub record_segment_seconds: Option<u64>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -741,6 +769,43 @@ impl ServeArgs {
                 "max_connections_per_ip must be at least 1".into(),
             ));
         }
+        let mut recorded: std::collections::BTreeSet<String> = file
+            .streams
+            .iter()
+            .filter(|(_, s)| s.record)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &self.record {
+            let name = name.trim();
+            if !valid_stream_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "--record {name:?}: not a stream name"
+                )));
+            }
+            recorded.insert(name.to_string());
+        }
+        let segment = self
+            .record_segment_seconds
+            .or(file.record_segment_seconds)
+            .map_or(Ok(crate::record::DEFAULT_SEGMENT), |s| {
+                if (1..=crate::record::MAX_SEGMENT_SECONDS).contains(&s) {
+                    Ok(std::time::Duration::from_secs(s))
+                } else {
+                    Err(ConfigError::Invalid(format!(
+                        "record_segment_seconds {s}: takes 1 to {}",
+                        crate::record::MAX_SEGMENT_SECONDS
+                    )))
+                }
+            })?;
+        let record = RecordConfig {
+            dir: match (&self.record_dir, &file.record_dir) {
+                (Some(flag), _) => flag.clone(),
+                (None, Some(in_file)) => file_relative(file.base.as_deref(), in_file),
+                (None, None) => PathBuf::from(crate::record::DEFAULT_RECORD_DIR),
+            },
+            streams: recorded,
+            segment,
+        };
         let mut public_ips = file.public_ips;
         public_ips.extend(self.public_ips.iter().copied());
         let mut ice_servers = file.ice_servers;
@@ -775,6 +840,7 @@ impl ServeArgs {
             tx_threads,
             max_pending_per_ip,
             http,
+            record,
         })
     }
 }

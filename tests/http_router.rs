@@ -52,6 +52,7 @@ fn harness(max_viewers: usize) -> Harness {
         }),
         demux,
         next_key: AtomicU64::new(1),
+        recordings: Default::default(),
     }));
     Harness {
         state,

@@ -125,6 +125,8 @@ pub struct Shared {
     pub demux: Sender<DemuxCommand>,
     /// The next session key.
     pub next_key: AtomicU64,
+    /// The recordings made since start-up (`GET /api/recordings`).
+    pub recordings: Arc<crate::record::Recordings>,
 }
 
 /// The whole HTTP API as a `Router`, so tests can call it without a socket.
@@ -134,6 +136,7 @@ pub fn app(state: AppState) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/style.css", get(assets::style_css))
         .route("/api/streams", get(assets::streams))
+        .route("/api/recordings", get(assets::recordings))
         .route("/metrics", get(assets::metrics))
         .route(
             "/{stream}/whep",
