@@ -127,6 +127,8 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
 /// Makes `dir` (and its parents) and checks a file can be written there: what start-up
 /// does before it records anything.
 pub fn prepare_dir(dir: &Path) -> Result<(), String> {
+    // First what --check-config says, so that both say the same.
+    check_dir(dir)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("recording folder {}: cannot create it: {e}", dir.display()))?;
     check_dir(dir)
@@ -251,8 +253,7 @@ mod tests {
         let under_file = file.join("recordings");
         let e = check_dir(&under_file).unwrap_err();
         assert!(e.contains("is not a folder"), "{e}");
-        let e = prepare_dir(&under_file).unwrap_err();
-        assert!(e.contains("cannot create"), "{e}");
+        assert_eq!(prepare_dir(&under_file).unwrap_err(), e);
         assert!(!e.contains('\n'));
         // A folder that does not exist yet, under a writable one: fine, and not made.
         let later = dir.path().join("a/b");

@@ -1,6 +1,6 @@
 //! The recording writer thread: takes [`Message`]s from the mixing TX thread and owns
 //! every open file. One file per segment of [`RecordConfig::segment`] of stream time,
-//! named `STREAM-YYYYMMDDTHHMMSSZ.opus` by its UTC start (`-2`, `-3`… if that name is
+//! named `STREAM-YYYYMMDDTHHMMSSZ.opus` by its UTC start (`_2`, `_3`… if that name is
 //! taken; nothing is overwritten). The timeline stays whole: silence is recorded like
 //! any other packet, and packets the queue dropped are replaced by empty ones that a
 //! decoder conceals. This thread may block on the disk; nothing waits for it.
@@ -191,7 +191,6 @@ impl Take {
             match open(dir, &self.stream, skip) {
                 Ok(s) => {
                     tracing::info!(
-                        stream = %self.stream,
                         "recording stream {:?} to {}",
                         &*self.stream,
                         s.path.display()
@@ -201,7 +200,6 @@ impl Take {
                 }
                 Err(e) => {
                     tracing::error!(
-                        stream = %self.stream,
                         "recording stream {:?}: cannot open a file in {}: {e} (trying again at the next segment)",
                         &*self.stream,
                         dir.display()
@@ -221,7 +219,6 @@ impl Take {
                 }
                 Err(e) => {
                     tracing::error!(
-                        stream = %self.stream,
                         "recording {}: write failed: {e} (trying again at the next segment)",
                         s.path.display()
                     );
@@ -255,17 +252,12 @@ impl Take {
                 s.info.bytes = bytes;
                 s.info.duration_seconds = seconds;
                 tracing::info!(
-                    stream = %self.stream,
                     "recording {} of stream {:?} ended: {seconds:.2} s, {bytes} bytes",
                     s.path.display(),
                     &*self.stream
                 );
             }
-            Err(e) => tracing::error!(
-                stream = %self.stream,
-                "recording {}: closing it failed: {e}",
-                s.path.display()
-            ),
+            Err(e) => tracing::error!("recording {}: closing it failed: {e}", s.path.display()),
         }
         s.info.recording = false;
         recordings.update(&s.info);
@@ -288,7 +280,8 @@ fn open(dir: &Path, stream: &str, pre_skip: u16) -> io::Result<Segment> {
     let (path, file) = loop {
         let name = match n {
             1 => format!("{stem}.opus"),
-            n => format!("{stem}-{n}.opus"),
+            // `_` sorts after `.`: the names still sort in the order the files started.
+            n => format!("{stem}_{n}.opus"),
         };
         let path = dir.join(&name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
