@@ -1142,6 +1142,51 @@ read_tokens = ["radio-read"]
     }
 
     #[test]
+    fn recording_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mixcast.toml");
+        std::fs::write(
+            &conf,
+            "record_dir = \"rec\"\nrecord_segment_seconds = 600\n\
+             [streams.radio]\nsources = [\"tone\"]\nrecord = true\n\
+             [streams.talk]\nsources = [\"tone\"]\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(conf),
+            ..Default::default()
+        };
+        let r = args.resolve().unwrap().record;
+        assert_eq!(r.dir, dir.path().join("rec"), "the file's folder's");
+        assert_eq!(r.segment, std::time::Duration::from_secs(600));
+        assert_eq!(r.streams, ["radio".to_string()].into());
+        // Flags add streams (a name not configured is recorded when a publisher makes
+        // it), and override the folder and the segment.
+        args.record = vec!["talk".into(), "later".into()];
+        args.record_dir = Some("elsewhere".into());
+        args.record_segment_seconds = Some(1);
+        let c = args.resolve().unwrap();
+        assert_eq!(c.record.dir, PathBuf::from("elsewhere"), "a flag's is the cwd's");
+        assert_eq!(c.record.segment, std::time::Duration::from_secs(1));
+        let names: Vec<&str> = c.record.streams.iter().map(String::as_str).collect();
+        assert_eq!(names, ["later", "radio", "talk"]);
+        assert!(
+            c.streams.iter().all(|s| s.name != "later"),
+            "--record configures no stream"
+        );
+        // The defaults: nothing recorded, `recordings` in the working directory, an hour.
+        let d = ServeArgs::default().resolve().unwrap().record;
+        assert!(!d.any());
+        assert_eq!(d.dir, PathBuf::from("recordings"));
+        assert_eq!(d.segment, std::time::Duration::from_secs(3600));
+        for bad in [0, 86_401] {
+            args.record_segment_seconds = Some(bad);
+            let e = args.resolve().unwrap_err().to_string();
+            assert!(e.contains("record_segment_seconds"), "{e}");
+        }
+    }
+
+    #[test]
     fn paths_in_a_config_file_are_the_files_own() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mixcast.toml");

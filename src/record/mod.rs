@@ -244,6 +244,35 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_never_blocks() {
+        let metrics = Arc::new(Metrics::default());
+        // A writer that never reads: the disk has stalled.
+        let (queue, stalled) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let mut r = Recorder {
+            streams: ["live".to_string()].into(),
+            queue,
+            next_id: 1,
+            metrics: metrics.clone(),
+            full: Throttle::default(),
+        };
+        assert_eq!(r.begin("other"), None);
+        let id = r.begin("live").unwrap();
+        assert_ne!(r.begin("live"), Some(id), "each appearance its own id");
+        let name: Arc<str> = "live".into();
+        let packet: Arc<[u8]> = Arc::from(&[0xfc_u8, 1, 2][..]);
+        for i in 0..QUEUE_CAPACITY as u64 + 25 {
+            r.audio(id, &name, Some(&packet), i * 960, 312);
+        }
+        assert_eq!(stalled.len(), QUEUE_CAPACITY);
+        assert_eq!(metrics.recording_dropped.load(Ordering::Relaxed), 25);
+        let text = metrics.render_with(&[]);
+        assert!(text.contains("mixcast_recording_dropped_total 25"), "{text}");
+        // The packet itself went by reference.
+        assert!(Arc::strong_count(&packet) > QUEUE_CAPACITY);
+    }
 
     #[test]
     fn a_folder_that_cannot_be_made_is_one_clear_line() {
