@@ -1166,7 +1166,11 @@ read_tokens = ["radio-read"]
         args.record_dir = Some("elsewhere".into());
         args.record_segment_seconds = Some(1);
         let c = args.resolve().unwrap();
-        assert_eq!(c.record.dir, PathBuf::from("elsewhere"), "a flag's is the cwd's");
+        assert_eq!(
+            c.record.dir,
+            PathBuf::from("elsewhere"),
+            "a flag's is the cwd's"
+        );
         assert_eq!(c.record.segment, std::time::Duration::from_secs(1));
         let names: Vec<&str> = c.record.streams.iter().map(String::as_str).collect();
         assert_eq!(names, ["later", "radio", "talk"]);

@@ -11,6 +11,8 @@ pub struct Recording {
     pub file: String,
     /// The stream recorded.
     pub stream: String,
+    /// `audio` (Ogg Opus) or `video` (IVF, Annex B).
+    pub media: &'static str,
     /// Bytes written so far.
     pub bytes: u64,
     /// When it started (UTC, RFC 3339).

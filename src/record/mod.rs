@@ -1,5 +1,7 @@
 //! Recording streams to disk: a recorded stream's mix as Ogg Opus, the very packets its
-//! viewers get (never encoded a second time), rotated into segments by time.
+//! viewers get (never encoded a second time), rotated into segments by time, and its
+//! video source's frames alongside, as they arrived (VP8 and VP9 in IVF, H264 and H265
+//! as Annex B; other codecs are not recorded).
 //!
 //! Two halves, so that a slow disk never touches the mix:
 //! - [`Recorder`], owned by the mixing TX thread: each tick it hands every recorded
@@ -15,6 +17,7 @@
 mod index;
 mod ogg_opus;
 mod utc;
+mod video;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -30,6 +33,7 @@ use crate::metrics::Metrics;
 pub use index::{Recording, Recordings};
 pub use ogg_opus::{OggOpusWriter, PAGE_PACKETS};
 pub use utc::UtcTime;
+pub use video::{VideoCodec, VideoFile};
 
 /// Where recordings go when no `--record-dir` / `record_dir` is given (in the working
 /// directory; created when a recording starts).
@@ -152,7 +156,20 @@ pub(crate) enum Message {
         /// The encoder's delay in samples, for the file's pre-skip.
         pre_skip: u16,
     },
-    /// The stream is gone: close its file.
+    /// A frame of the stream's video source (its largest simulcast layer).
+    Video {
+        /// As in `Audio`.
+        id: u64,
+        /// Its codec.
+        codec: VideoCodec,
+        /// Whether a decoder can start at it.
+        keyframe: bool,
+        /// Its RTP time, 90 kHz.
+        time: u64,
+        /// The frame as str0m depacketized it.
+        data: Arc<[u8]>,
+    },
+    /// The stream is gone: close its files.
     End {
         /// As in `Audio`.
         id: u64,
@@ -166,6 +183,7 @@ pub struct Recorder {
     next_id: u64,
     metrics: Arc<Metrics>,
     full: Throttle,
+    unsupported: Throttle,
 }
 
 impl Recorder {
@@ -185,6 +203,7 @@ impl Recorder {
                 next_id: 1,
                 metrics,
                 full: Throttle::default(),
+                unsupported: Throttle::default(),
             },
             join,
         ))
@@ -215,6 +234,35 @@ impl Recorder {
             packet: packet.cloned(),
             media_time,
             pre_skip: pre_skip.min(u32::from(u16::MAX)) as u16,
+        });
+    }
+
+    /// A frame of recording `id`'s video source, in str0m's `codec`, at RTP time `time`
+    /// (90 kHz). Codecs a file cannot hold ([`VideoCodec`]) are left out (logged).
+    pub fn video(
+        &mut self,
+        id: u64,
+        stream: &str,
+        codec: str0m::format::Codec,
+        keyframe: bool,
+        time: str0m::media::MediaTime,
+        data: &Arc<[u8]>,
+    ) {
+        let Some(video) = VideoCodec::from_str0m(codec) else {
+            if let Some(left_out) = self.unsupported.tick() {
+                tracing::warn!(
+                    "recording stream {stream:?}: its video ({codec:?}) is not recorded (VP8, VP9, H264 and H265 are){}",
+                    more_text(left_out)
+                );
+            }
+            return;
+        };
+        self.send(Message::Video {
+            id,
+            codec: video,
+            keyframe,
+            time: time.rebase(str0m::media::Frequency::NINETY_KHZ).numer(),
+            data: data.clone(),
         });
     }
 
@@ -257,6 +305,7 @@ mod tests {
             next_id: 1,
             metrics: metrics.clone(),
             full: Throttle::default(),
+            unsupported: Throttle::default(),
         };
         assert_eq!(r.begin("other"), None);
         let id = r.begin("live").unwrap();
@@ -269,7 +318,10 @@ mod tests {
         assert_eq!(stalled.len(), QUEUE_CAPACITY);
         assert_eq!(metrics.recording_dropped.load(Ordering::Relaxed), 25);
         let text = metrics.render_with(&[]);
-        assert!(text.contains("mixcast_recording_dropped_total 25"), "{text}");
+        assert!(
+            text.contains("mixcast_recording_dropped_total 25"),
+            "{text}"
+        );
         // The packet itself went by reference.
         assert!(Arc::strong_count(&packet) > QUEUE_CAPACITY);
     }

@@ -3,7 +3,11 @@
 //! named `STREAM-YYYYMMDDTHHMMSSZ.opus` by its UTC start (`_2`, `_3`… if that name is
 //! taken; nothing is overwritten). The timeline stays whole: silence is recorded like
 //! any other packet, and packets the queue dropped are replaced by empty ones that a
-//! decoder conceals. This thread may block on the disk; nothing waits for it.
+//! decoder conceals. The stream's video, when it has some in a codec a file can hold
+//! ([`VideoCodec`]), goes alongside from its first keyframe, under the same name with its
+//! own extension; it moves to the next segment's file at the first keyframe after the
+//! audio did, and to a new file when the codec changes. This thread may block on the
+//! disk; nothing waits for it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -16,6 +20,7 @@ use crossbeam_channel::Receiver;
 use super::index::{Recording, Recordings};
 use super::ogg_opus::{OggOpusWriter, PAGE_PACKETS};
 use super::utc::UtcTime;
+use super::video::{VideoCodec, VideoFile};
 use super::{Message, RecordConfig};
 use crate::media::{FRAME_DURATION, FRAME_SAMPLES};
 
@@ -57,12 +62,24 @@ impl<W: Write> Write for Counting<W> {
 
 type OpusFile = OggOpusWriter<Counting<BufWriter<File>>>;
 
-/// One open file.
+/// One open audio file.
 struct Segment {
     path: PathBuf,
+    /// Its path without the extension: the video file's goes with it.
+    stem: PathBuf,
     ogg: OpusFile,
     info: Recording,
 }
+
+/// One open video file.
+struct VideoSegment {
+    path: PathBuf,
+    file: VideoFile<BufWriter<File>>,
+    info: Recording,
+}
+
+/// Video frames between two updates of the listing (and flushes).
+const VIDEO_FLUSH_FRAMES: u32 = 30;
 
 /// One appearance of a recorded stream.
 struct Take {
@@ -77,6 +94,11 @@ struct Take {
     /// The RTP time the next packet should have.
     next_time: Option<u64>,
     toc: u8,
+    video: Option<VideoSegment>,
+    /// The audio went on in a new file: the video follows at its next keyframe.
+    video_rotate: bool,
+    /// Opening or writing the video file failed: no more video until the next segment.
+    video_failed: bool,
 }
 
 struct Writer {
@@ -108,15 +130,35 @@ impl Writer {
                     media_time,
                     pre_skip,
                 } => self.audio(id, stream, packet, media_time, pre_skip),
+                Message::Video {
+                    id,
+                    codec,
+                    keyframe,
+                    time,
+                    data,
+                } => {
+                    if let Some(take) = self.takes.get_mut(&id) {
+                        take.video(
+                            codec,
+                            keyframe,
+                            time,
+                            &data,
+                            &self.config.dir,
+                            &self.recordings,
+                        );
+                    }
+                }
                 Message::End { id } => {
                     if let Some(mut take) = self.takes.remove(&id) {
                         take.close(&self.recordings);
+                        take.close_video(&self.recordings);
                     }
                 }
             }
         }
         for (_, mut take) in self.takes.drain() {
             take.close(&self.recordings);
+            take.close_video(&self.recordings);
         }
     }
 
@@ -136,6 +178,9 @@ impl Writer {
             open_failed: false,
             next_time: None,
             toc: LOST_TOC,
+            video: None,
+            video_rotate: false,
+            video_failed: false,
         });
         // Packets the queue dropped: as many empty ones, so the file's time stays the
         // stream's.
@@ -232,7 +277,100 @@ impl Take {
             self.close(recordings);
             self.in_segment = 0;
             self.open_failed = false;
+            self.video_rotate = true;
+            self.video_failed = false;
         }
+    }
+
+    /// Writes one video frame (from the first keyframe on), opening or moving the file.
+    fn video(
+        &mut self,
+        codec: VideoCodec,
+        keyframe: bool,
+        time: u64,
+        frame: &[u8],
+        dir: &Path,
+        recordings: &Recordings,
+    ) {
+        let new_file = self
+            .video
+            .as_ref()
+            .is_some_and(|v| v.file.codec() != codec || (self.video_rotate && keyframe));
+        if new_file {
+            self.close_video(recordings);
+        }
+        if self.video.is_none() {
+            if !keyframe || self.video_failed {
+                return;
+            }
+            self.video_rotate = false;
+            let stem = match &self.segment {
+                Some(s) => s.stem.clone(),
+                None => dir.join(format!("{}-{}", self.stream, UtcTime::now().compact())),
+            };
+            match open_video(&stem, codec, &self.stream) {
+                Ok(v) => {
+                    tracing::info!(
+                        "recording the video ({codec:?}) of stream {:?} to {}",
+                        &*self.stream,
+                        v.path.display()
+                    );
+                    recordings.update(&v.info);
+                    self.video = Some(v);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "recording the video of stream {:?}: cannot open a file in {}: {e} (trying again at the next segment)",
+                        &*self.stream,
+                        dir.display()
+                    );
+                    self.video_failed = true;
+                    return;
+                }
+            }
+        }
+        let Some(v) = &mut self.video else { return };
+        let written = v.file.write(frame, time, keyframe).and_then(|wrote| {
+            if wrote && v.file.frames() % VIDEO_FLUSH_FRAMES == 0 {
+                v.file.flush()?;
+                v.refresh();
+                recordings.update(&v.info);
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::error!(
+                "recording {}: write failed: {e} (trying again at the next segment)",
+                v.path.display()
+            );
+            self.close_video(recordings);
+            self.video_failed = true;
+        }
+    }
+
+    /// Finishes the current video file, logs and lists it as done.
+    fn close_video(&mut self, recordings: &Recordings) {
+        let Some(mut v) = self.video.take() else {
+            return;
+        };
+        v.refresh();
+        let frames = v.file.frames();
+        let done = v.file.finish().and_then(|out| {
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+        });
+        match done {
+            Ok(()) => tracing::info!(
+                "recording {} of stream {:?} ended: {:.2} s, {frames} frames, {} bytes",
+                v.path.display(),
+                &*self.stream,
+                v.info.duration_seconds,
+                v.info.bytes
+            ),
+            Err(e) => tracing::error!("recording {}: closing it failed: {e}", v.path.display()),
+        }
+        v.info.recording = false;
+        recordings.update(&v.info);
     }
 
     /// Finishes the current file (end of stream), logs and lists it as done.
@@ -264,6 +402,13 @@ impl Take {
     }
 }
 
+impl VideoSegment {
+    fn refresh(&mut self) {
+        self.info.bytes = self.file.bytes();
+        self.info.duration_seconds = self.file.seconds();
+    }
+}
+
 impl Segment {
     fn refresh(&mut self) {
         self.info.bytes = self.ogg.inner().bytes;
@@ -271,25 +416,51 @@ impl Segment {
     }
 }
 
+/// Creates `stem.ext`, or `stem_2.ext`, `stem_3.ext`… when it exists (never
+/// overwriting). `_` sorts after `.`: the names still sort in the order they started.
+fn create(stem: &Path, ext: &str) -> io::Result<(PathBuf, PathBuf, File)> {
+    let mut n = 1;
+    loop {
+        let this = match n {
+            1 => stem.to_path_buf(),
+            n => PathBuf::from(format!("{}_{n}", stem.display())),
+        };
+        let path = PathBuf::from(format!("{}.{ext}", this.display()));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((path, this, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Opens a video file next to the audio file `stem`.
+fn open_video(stem: &Path, codec: VideoCodec, stream: &str) -> io::Result<VideoSegment> {
+    let (path, _, file) = create(stem, codec.extension())?;
+    let file = VideoFile::new(BufWriter::new(file), codec)?;
+    let info = Recording {
+        file: file_name(&path),
+        stream: stream.to_string(),
+        media: "video",
+        bytes: file.bytes(),
+        started: UtcTime::now().rfc3339(),
+        duration_seconds: 0.0,
+        recording: true,
+    };
+    Ok(VideoSegment { path, file, info })
+}
+
 /// Opens a new file for `stream` in `dir` (made if missing), named by the time now.
 fn open(dir: &Path, stream: &str, pre_skip: u16) -> io::Result<Segment> {
     std::fs::create_dir_all(dir)?;
     let started = UtcTime::now();
-    let stem = format!("{stream}-{}", started.compact());
-    let mut n = 1;
-    let (path, file) = loop {
-        let name = match n {
-            1 => format!("{stem}.opus"),
-            // `_` sorts after `.`: the names still sort in the order the files started.
-            n => format!("{stem}_{n}.opus"),
-        };
-        let path = dir.join(&name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => break (path, f),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-            Err(e) => return Err(e),
-        }
-    };
+    let (path, stem, file) = create(&dir.join(format!("{stream}-{}", started.compact())), "opus")?;
     let out = Counting {
         inner: BufWriter::new(file),
         bytes: 0,
@@ -302,17 +473,20 @@ fn open(dir: &Path, stream: &str, pre_skip: u16) -> io::Result<Segment> {
         &[("TITLE", stream), ("DATE", &date)],
     )?;
     let info = Recording {
-        file: path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file: file_name(&path),
         stream: stream.to_string(),
+        media: "audio",
         bytes: ogg.inner().bytes,
         started: date,
         duration_seconds: 0.0,
         recording: true,
     };
-    Ok(Segment { path, ogg, info })
+    Ok(Segment {
+        path,
+        stem,
+        ogg,
+        info,
+    })
 }
 
 #[cfg(test)]
