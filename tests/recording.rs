@@ -410,3 +410,110 @@ fn record_flags_and_their_environment_variables() {
         assert!(err.contains(says), "{bad:?}: {err}");
     }
 }
+
+/// Publishes FFmpeg's tone (1000 Hz left, 1500 Hz right) and H264 video to `url` for
+/// `seconds` with tests/interop/ffmpeg_whip.py, and waits until it is done (it DELETEs).
+fn ffmpeg_publishes(py: &Python, url: &str, seconds: u32) {
+    let mut cmd = py.command(&python::script("ffmpeg_whip.py"));
+    cmd.arg(url)
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--left-hz", "1000", "--right-hz", "1500"]);
+    let out =
+        python::run(cmd, Duration::from_secs(u64::from(seconds) + 40)).expect("run ffmpeg_whip.py");
+    assert!(
+        out.status.success(),
+        "ffmpeg_whip.py failed ({}):\n{}",
+        out.status,
+        python::tail(&out.stderr, 40)
+    );
+}
+
+/// The files in `dir` ending in `.ext`, sorted by name.
+fn files_ending(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_stream_ffmpeg_publishes_is_recorded_with_its_h264_video_and_anew_when_it_comes_back() {
+    let test =
+        "a_stream_ffmpeg_publishes_is_recorded_with_its_h264_video_and_anew_when_it_comes_back";
+    let Some(py) = decoder(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    // `cam` is not configured: it exists while FFmpeg publishes to it (and 5 s after).
+    let mut server = ServerBinary::start(
+        &["--record", "cam", "--record-dir", rec.to_str().unwrap()],
+        &[],
+    );
+    wait_for_log(&server, "ready; Ctrl-C or SIGTERM stops");
+    let url = format!("http://{}/cam/whip", server.http);
+    ffmpeg_publishes(&py, &url, 4);
+    // Removed 5 s after its publisher left (nobody watches): both files are closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.log().matches("of stream \"cam\" ended").count() < 2 {
+        assert!(Instant::now() < deadline, "not closed:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = recordings(server.http, None);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|r| r["recording"] == false), "{first:?}");
+    let media: Vec<&str> = first.iter().filter_map(|r| r["media"].as_str()).collect();
+    assert!(
+        media.contains(&"audio") && media.contains(&"video"),
+        "{first:?}"
+    );
+    // It comes back: new files.
+    ffmpeg_publishes(&py, &url, 3);
+    let status = server.interrupt(Duration::from_secs(10)).expect("stops");
+    assert!(status.success());
+    let log = server.log();
+
+    let opus = files_ending(&rec, "opus");
+    let h264 = files_ending(&rec, "h264");
+    assert_eq!((opus.len(), h264.len()), (2, 2), "{opus:?} {h264:?}\n{log}");
+    for (a, v) in opus.iter().zip(&h264) {
+        assert_eq!(
+            a.file_stem(),
+            v.file_stem(),
+            "the video is named as its audio"
+        );
+    }
+    for (file, publish_seconds) in opus.iter().zip([4.0, 3.0]) {
+        let (summary, pcm) = decode(&py, std::slice::from_ref(file));
+        check_format(&summary);
+        let (left, right) = tone::check_stereo_tone(&pcm, 1000.0, 1500.0, publish_seconds - 1.5)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        eprintln!("{}: left {left:?} right {right:?}", file.display());
+    }
+    for file in &h264 {
+        let (summary, _) = decode(&py, std::slice::from_ref(file));
+        let v = &summary[0];
+        assert_eq!(v["codec"], "h264", "{v}");
+        assert_eq!(v["sizes"], serde_json::json!([[320, 240]]), "{v}");
+        let decoded = v["frames"].as_u64().unwrap();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains(name) && l.contains("ended"))
+            .unwrap_or_else(|| panic!("no end line for {name}:\n{log}"));
+        let written: u64 = line
+            .split(" frames")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no frame count in {line:?}"));
+        eprintln!("{name}: {written} frames written, {decoded} decoded");
+        // FFmpeg sends 25 frames a second; the file starts at a keyframe.
+        assert!(written >= 50, "{line}");
+        assert!(
+            decoded + 2 >= written && decoded <= written,
+            "{decoded} of {written}"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Decode recording files with FFmpeg (through PyAV) and write what they hold.
 
-For each file given: its container and codec as FFmpeg reads them, channels, sample rate
-and the samples decoded (FFmpeg applies the Ogg Opus pre-skip itself). All decoded audio,
+For each file given: its container and codec as FFmpeg reads them; for audio, channels,
+sample rate and the samples decoded (FFmpeg applies the Ogg Opus pre-skip itself); for
+video, the frames decoded and their sizes. All decoded audio,
 concatenated in the order given, goes to --pcm as interleaved stereo float32 (little
 endian) at 48 kHz. The last stdout line is a JSON summary.
 
@@ -17,6 +18,23 @@ import av
 import numpy as np
 
 
+def decode_video(path, container):
+    """Decodes every frame of a video file; its codec, size and frame count."""
+    stream = container.streams.video[0]
+    frames = 0
+    sizes = set()
+    for frame in container.decode(stream):
+        frames += 1
+        sizes.add((frame.width, frame.height))
+    return {
+        "file": path,
+        "format": container.format.name,
+        "codec": stream.codec_context.name,
+        "frames": frames,
+        "sizes": sorted(sizes),
+    }
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+")
@@ -26,6 +44,9 @@ def main(argv):
     with open(args.pcm, "wb") as out:
         for path in args.files:
             with av.open(path) as container:
+                if not container.streams.audio:
+                    summary.append(decode_video(path, container))
+                    continue
                 stream = container.streams.audio[0]
                 ctx = stream.codec_context
                 samples = 0
