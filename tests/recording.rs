@@ -517,3 +517,59 @@ fn a_stream_ffmpeg_publishes_is_recorded_with_its_h264_video_and_anew_when_it_co
         );
     }
 }
+
+/// Runs tests/interop/vpx_frames.py for `codec`; the frames (keyframe flag, bytes).
+fn vpx_frames(py: &Python, codec: &str, frames: u32) -> Vec<(bool, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frames.bin");
+    let mut cmd = py.command(&python::script("vpx_frames.py"));
+    cmd.arg(codec)
+        .arg(&out)
+        .args(["--frames", &frames.to_string()]);
+    let done = python::run(cmd, Duration::from_secs(60)).expect("run vpx_frames.py");
+    python::script_summary(done, "vpx_frames.py").unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let mut rest = &bytes[..];
+    let mut list = Vec::new();
+    while rest.len() >= 5 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        list.push((rest[4] == 1, rest[5..5 + len].to_vec()));
+        rest = &rest[5 + len..];
+    }
+    list
+}
+
+/// The IVF half of video recording, with FFmpeg at both ends (FFmpeg's WHIP muxer sends
+/// H264 only): libvpx's VP8 and VP9 frames, written by `record::VideoFile` as the writer
+/// thread writes a source's frames (from the first keyframe, 90 kHz times), decode with
+/// FFmpeg, every frame, at their size.
+#[test]
+fn vp8_and_vp9_frames_in_ivf_decode_with_ffmpeg() {
+    use mixcast::record::{VideoCodec, VideoFile};
+    let Some(py) = decoder("vp8_and_vp9_frames_in_ivf_decode_with_ffmpeg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (encoder, codec, name) in [
+        ("libvpx", VideoCodec::Vp8, "vp8"),
+        ("libvpx-vp9", VideoCodec::Vp9, "vp9"),
+    ] {
+        let frames = vpx_frames(&py, encoder, 60);
+        assert_eq!(frames.len(), 60);
+        let path = dir.path().join(format!("{name}.ivf"));
+        let out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut file = VideoFile::new(out, codec).unwrap();
+        for (i, (key, data)) in frames.iter().enumerate() {
+            file.write(data, 1_000_000 + i as u64 * 3600, *key).unwrap();
+        }
+        assert_eq!(file.frames(), 60);
+        drop(file.finish().unwrap());
+        let (summary, _) = decode(&py, std::slice::from_ref(&path));
+        let v = &summary[0];
+        eprintln!("{name}: {v}");
+        assert_eq!(v["format"], "ivf", "{v}");
+        assert!(v["codec"].as_str().unwrap().contains(name), "{v}");
+        assert_eq!(v["frames"], 60, "{v}");
+        assert_eq!(v["sizes"], serde_json::json!([[320, 240]]), "{v}");
+    }
+}
