@@ -139,9 +139,12 @@ impl<W: Write> OggOpusWriter<W> {
 mod tests {
     use super::*;
 
-    /// The pages of an Ogg stream: (header type flags, granule position, serial, sequence,
-    /// packets' bytes), CRC checked. Our own reader, so the test does not trust the writer.
-    fn pages(mut b: &[u8]) -> Vec<(u8, u64, u32, u32, Vec<Vec<u8>>)> {
+    /// One page: header type flags, granule position, serial, sequence, packets' bytes.
+    type Page = (u8, u64, u32, u32, Vec<Vec<u8>>);
+
+    /// The pages of an Ogg stream, CRC checked. Our own reader, so the test does not trust
+    /// the writer.
+    fn pages(mut b: &[u8]) -> Vec<Page> {
         let mut out = Vec::new();
         let mut partial: Vec<u8> = Vec::new();
         while !b.is_empty() {
