@@ -170,6 +170,22 @@ impl Writer {
         media_time: u64,
         pre_skip: u16,
     ) {
+        if !self.takes.contains_key(&id) {
+            // A new appearance of the stream: an earlier one whose end was lost with a full
+            // queue is over too.
+            let stale: Vec<u64> = self
+                .takes
+                .iter()
+                .filter(|(_, t)| t.stream == stream)
+                .map(|(&k, _)| k)
+                .collect();
+            for k in stale {
+                if let Some(mut take) = self.takes.remove(&k) {
+                    take.close(&self.recordings);
+                    take.close_video(&self.recordings);
+                }
+            }
+        }
         let take = self.takes.entry(id).or_insert_with(|| Take {
             stream,
             segment: None,
@@ -524,8 +540,8 @@ mod tests {
             })
             .unwrap();
         }
-        tx.send(Message::End { id: 1 }).unwrap();
-        // The stream appears again: a new file.
+        // The stream appears again (its end lost with a full queue): a new file, and the
+        // last one closed all the same.
         tx.send(Message::Audio {
             id: 2,
             stream: live.clone(),
@@ -534,6 +550,15 @@ mod tests {
             pre_skip: 312,
         })
         .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while recordings.list().iter().filter(|r| r.recording).count() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:#?}",
+                recordings.list()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(tx);
         join.join().unwrap();
         let list = recordings.list();
