@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
+mod effective;
+
 use crate::media::sources::SourceSpec;
 use crate::record::RecordConfig;
 use crate::signal::auth::{Access, Secret};
@@ -344,6 +346,7 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     max_connections_per_ip: Option<usize>,
+    record: Vec<String>,
     record_dir: Option<PathBuf>,
     record_segment_seconds: Option<u64>,
     streams: BTreeMap<String, FileStream>,
@@ -775,11 +778,13 @@ impl ServeArgs {
             .filter(|(_, s)| s.record)
             .map(|(name, _)| name.clone())
             .collect();
-        for name in &self.record {
+        let named = (file.record.iter().map(|n| ("record", n)))
+            .chain(self.record.iter().map(|n| ("--record", n)));
+        for (key, name) in named {
             let name = name.trim();
             if !valid_stream_name(name) {
                 return Err(ConfigError::Invalid(format!(
-                    "--record {name:?}: not a stream name"
+                    "{key} {name:?}: not a stream name"
                 )));
             }
             recorded.insert(name.to_string());
@@ -1147,7 +1152,7 @@ read_tokens = ["radio-read"]
         let conf = dir.path().join("mixcast.toml");
         std::fs::write(
             &conf,
-            "record_dir = \"rec\"\nrecord_segment_seconds = 600\n\
+            "record_dir = \"rec\"\nrecord_segment_seconds = 600\nrecord = [\"mic\"]\n\
              [streams.radio]\nsources = [\"tone\"]\nrecord = true\n\
              [streams.talk]\nsources = [\"tone\"]\n",
         )
@@ -1159,7 +1164,7 @@ read_tokens = ["radio-read"]
         let r = args.resolve().unwrap().record;
         assert_eq!(r.dir, dir.path().join("rec"), "the file's folder's");
         assert_eq!(r.segment, std::time::Duration::from_secs(600));
-        assert_eq!(r.streams, ["radio".to_string()].into());
+        assert_eq!(r.streams, ["mic".to_string(), "radio".to_string()].into());
         // Flags add streams (a name not configured is recorded when a publisher makes
         // it), and override the folder and the segment.
         args.record = vec!["talk".into(), "later".into()];
@@ -1173,10 +1178,12 @@ read_tokens = ["radio-read"]
         );
         assert_eq!(c.record.segment, std::time::Duration::from_secs(1));
         let names: Vec<&str> = c.record.streams.iter().map(String::as_str).collect();
-        assert_eq!(names, ["later", "radio", "talk"]);
+        assert_eq!(names, ["later", "mic", "radio", "talk"]);
         assert!(
-            c.streams.iter().all(|s| s.name != "later"),
-            "--record configures no stream"
+            c.streams
+                .iter()
+                .all(|s| s.name != "later" && s.name != "mic"),
+            "--record and `record = [...]` configure no stream"
         );
         // The defaults: nothing recorded, `recordings` in the working directory, an hour.
         let d = ServeArgs::default().resolve().unwrap().record;

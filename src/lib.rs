@@ -32,6 +32,7 @@
 //! WHIP ingress, video forwarding and multi-threaded fan-out are later work.
 #![deny(missing_docs)]
 
+pub mod change_signal;
 pub mod client;
 pub mod config;
 pub mod engine;

@@ -165,7 +165,7 @@ fn check_config(config: &mixcast::config::Config) -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    println!("{config:#?}");
+    print!("{}", config.to_toml());
     println!("configuration OK");
     ExitCode::SUCCESS
 }

@@ -249,6 +249,7 @@ impl Server {
             demux: demux_tx,
             next_key: AtomicU64::new(1),
             recordings,
+            event_streams: Default::default(),
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

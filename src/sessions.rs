@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::change_signal::ChangeSignal;
 use crate::engine::offer::Role;
 use crate::engine::PeerKey;
 
@@ -83,6 +84,8 @@ fn slot(role: Role) -> usize {
 pub struct Sessions {
     table: Mutex<Table>,
     max_pending_per_ip: usize,
+    /// Bumped when a session is added, connects or ends (the event streams wait on it).
+    changes: ChangeSignal,
 }
 
 impl Default for Sessions {
@@ -106,7 +109,13 @@ impl Sessions {
         Sessions {
             table: Mutex::default(),
             max_pending_per_ip: max,
+            changes: ChangeSignal::default(),
         }
+    }
+
+    /// Resolves after the next session added, connected or ended.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Counts session `key` as pending for `ip` until it connects or ends, unless `ip`
@@ -137,7 +146,10 @@ impl Sessions {
             return None;
         }
         e.connected_after = Some(e.created.elapsed());
-        Some((id, e.clone()))
+        let out = (id, e.clone());
+        drop(t);
+        self.changes.bump();
+        Some(out)
     }
 
     /// Sessions pending for `ip`.
@@ -159,6 +171,8 @@ impl Sessions {
         if let Some(old) = t.by_id.insert(id, entry) {
             t.live[slot(old.role)] -= 1; // an id is never reused; keep counts right anyway
         }
+        drop(t);
+        self.changes.bump();
     }
 
     /// The session with URL id `id`.
@@ -188,6 +202,8 @@ impl Sessions {
         }
         t.ended_stream.insert(id.clone(), entry.stream.clone());
         t.ended.push_back(id.clone());
+        drop(t);
+        self.changes.bump();
         Some((id, entry))
     }
 
@@ -212,6 +228,16 @@ impl Sessions {
     /// Live sessions of `role`.
     pub fn count_role(&self, role: Role) -> usize {
         self.lock().live[slot(role)]
+    }
+
+    /// Live viewers per stream, in one pass (streams without viewers are absent).
+    pub fn viewers_by_stream(&self) -> HashMap<String, usize> {
+        let t = self.lock();
+        let mut out: HashMap<String, usize> = HashMap::new();
+        for e in t.by_id.values().filter(|e| e.role == Role::Viewer) {
+            *out.entry(e.stream.clone()).or_default() += 1;
+        }
+        out
     }
 
     /// Live sessions of `stream` in `role`.

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::change_signal::ChangeSignal;
+
 /// Which publisher's video a stream's viewers get (config: `[streams.X] video = "..."`,
 /// flag: `--video X=...`). Only one publisher's video reaches viewers at a time; audio of
 /// every publisher is mixed whatever this says.
@@ -79,6 +81,8 @@ pub struct StreamDirectory {
     inner: Mutex<BTreeMap<String, StreamState>>,
     /// Most on-demand streams at once (`--max-streams`; None: no cap).
     max_on_demand: Option<usize>,
+    /// Bumped when a stream comes or goes or its publishers or video change.
+    changes: ChangeSignal,
 }
 
 /// [`StreamDirectory::create_on_demand`] refused: this many on-demand streams exist.
@@ -109,6 +113,7 @@ impl StreamDirectory {
         StreamDirectory {
             inner: Mutex::new(map),
             max_on_demand: None,
+            changes: ChangeSignal::default(),
         }
     }
 
@@ -132,6 +137,8 @@ impl StreamDirectory {
             }
         }
         map.insert(name.to_string(), StreamState::default());
+        drop(map);
+        self.changes.bump();
         Ok(true)
     }
 
@@ -156,6 +163,11 @@ impl StreamDirectory {
         }
     }
 
+    /// Resolves after the next change to the directory.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Whether `name` exists.
     pub fn contains(&self, name: &str) -> bool {
         self.lock().contains_key(name)
@@ -174,29 +186,44 @@ impl StreamDirectory {
             return false;
         }
         map.insert(name.to_string(), StreamState::default());
+        drop(map);
+        self.changes.bump();
         true
     }
 
     /// Removes an on-demand stream (configured ones stay). True if it was removed.
     pub fn remove(&self, name: &str) -> bool {
         let mut map = self.lock();
-        match map.get(name) {
+        let removed = match map.get(name) {
             Some(s) if !s.configured => map.remove(name).is_some(),
             _ => false,
+        };
+        drop(map);
+        if removed {
+            self.changes.bump();
         }
+        removed
     }
 
     /// Records how many publishers feed `name`.
     pub fn set_publishers(&self, name: &str, publishers: usize) {
-        if let Some(s) = self.lock().get_mut(name) {
-            s.publishers = publishers;
+        let changed = self
+            .lock()
+            .get_mut(name)
+            .is_some_and(|s| std::mem::replace(&mut s.publishers, publishers) != publishers);
+        if changed {
+            self.changes.bump();
         }
     }
 
     /// Records the codec of `name`'s video (`None`: no video now).
     pub fn set_video(&self, name: &str, video: Option<str0m::format::Codec>) {
-        if let Some(s) = self.lock().get_mut(name) {
-            s.video = video;
+        let changed = self
+            .lock()
+            .get_mut(name)
+            .is_some_and(|s| std::mem::replace(&mut s.video, video) != video);
+        if changed {
+            self.changes.bump();
         }
     }
 

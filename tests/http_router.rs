@@ -53,6 +53,7 @@ fn harness(max_viewers: usize) -> Harness {
         demux,
         next_key: AtomicU64::new(1),
         recordings: Default::default(),
+        event_streams: Default::default(),
     }));
     Harness {
         state,
@@ -129,7 +130,18 @@ async fn post_creates_a_session() {
         "{etag}"
     );
     let links: Vec<_> = res.headers().get_all("link").iter().collect();
-    assert_eq!(links.len(), 2);
+    assert_eq!(
+        links.len(),
+        3,
+        "two ICE servers and the event stream: {links:?}"
+    );
+    assert_eq!(
+        links[2].to_str().unwrap(),
+        format!(
+            "<{loc}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
+             events=\"active,inactive,viewercount\""
+        )
+    );
     assert!(links[1]
         .to_str()
         .unwrap()

@@ -379,6 +379,37 @@ fn record_flags_and_their_environment_variables() {
         // `music` is named only as a recorded stream.
         assert!(out.contains("\"music\"") && out.contains(rec), "{out}");
     }
+    // `--check-config` prints them in the config file's keys, and that file reads back the
+    // same (`record = [...]` records without configuring the stream).
+    let (code, out, err) = mixcast(&[
+        "--record",
+        "live,music",
+        "--record-dir",
+        rec,
+        "--record-segment-seconds",
+        "60",
+        "--check-config",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = out.strip_suffix("configuration OK\n").unwrap_or(&out);
+    let parsed: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        parsed["record"],
+        toml::Value::Array(vec!["live".into(), "music".into()]),
+        "{text}"
+    );
+    assert_eq!(parsed["record_dir"].as_str(), Some(rec));
+    assert_eq!(parsed["record_segment_seconds"].as_integer(), Some(60));
+    let saved = dir.path().join("saved.toml");
+    std::fs::write(&saved, text).unwrap();
+    let (code, again, err) = mixcast(&["--config", saved.to_str().unwrap(), "--check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, out, "reads back the same");
+    assert!(
+        !parsed["streams"].as_table().unwrap().contains_key("music"),
+        "{text}"
+    );
+
     let out = Command::new(env!("CARGO_BIN_EXE_mixcast"))
         .args(["--check-config"])
         .env("MIXCAST_RECORD", "live,music")

@@ -37,30 +37,70 @@ pub async fn style_css() -> impl IntoResponse {
     )
 }
 
-/// `GET /api/streams`:
-/// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"video":"vp8"|null,
-/// "sources":[…]}]}`. A stream covered by a read token is listed only to a request that
-/// shows that token: with a general read token, a request without one gets an empty list.
-pub async fn streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+/// One stream as `/api/streams` and the event streams show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamView {
+    /// Its name.
+    pub name: String,
+    /// Viewers (answered or connected).
+    pub viewers: usize,
+    /// WHIP publishers feeding its mix.
+    pub publishers: usize,
+    /// From the configuration rather than created by a publisher.
+    pub configured: bool,
+    /// Its video codec while a publisher sends video.
+    pub video: Option<String>,
+    /// Its configured sources, as text.
+    pub sources: Vec<String>,
+    /// Whether it has an input now (a configured source or a publisher): the WHEP event
+    /// extension's `active` / `inactive`.
+    pub active: bool,
+}
+
+fn view_of(name: String, s: crate::streams::StreamState, viewers: usize) -> StreamView {
+    StreamView {
+        viewers,
+        active: !s.sources.is_empty() || s.publishers > 0,
+        name,
+        publishers: s.publishers,
+        configured: s.configured,
+        video: s.video.map(|c| c.to_string()),
+        sources: s.sources,
+    }
+}
+
+/// The streams a request with `headers` may see: a stream covered by a read token is
+/// listed only to a request that shows that token.
+pub(crate) fn visible_streams(state: &AppState, headers: &HeaderMap) -> Vec<StreamView> {
     let read = &state.0.auth.read;
-    let streams: Vec<serde_json::Value> = state
+    let viewers = state.0.sessions.viewers_by_stream();
+    state
         .0
         .directory
         .list()
         .into_iter()
-        .filter(|(name, _)| auth::check(&headers, &read.access(name)).is_ok())
+        .filter(|(name, _)| auth::check(headers, &read.access(name)).is_ok())
         .map(|(name, s)| {
-            serde_json::json!({
-                "viewers": state.0.sessions.count_of(&name, Role::Viewer),
-                "name": name,
-                "publishers": s.publishers,
-                "configured": s.configured,
-                "video": s.video.map(|c| c.to_string()),
-                "sources": s.sources,
-            })
+            let n = viewers.get(&name).copied().unwrap_or(0);
+            view_of(name, s, n)
         })
-        .collect();
-    axum::Json(serde_json::json!({ "streams": streams }))
+        .collect()
+}
+
+/// Stream `name` as the lists show it, whatever the read token (for a caller that has
+/// checked access another way), if it exists.
+pub(crate) fn stream_view(state: &AppState, name: &str) -> Option<StreamView> {
+    let s = state.0.directory.get(name)?;
+    let viewers = state.0.sessions.count_of(name, Role::Viewer);
+    Some(view_of(name.to_string(), s, viewers))
+}
+
+/// `GET /api/streams`:
+/// `{"streams":[{"name":…,"viewers":…,"publishers":…,"configured":…,"video":"vp8"|null,
+/// "sources":[…],"active":…}]}`, as [`visible_streams`] filters them: with a general read
+/// token, a request without one gets an empty list.
+pub async fn streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "streams": visible_streams(&state, &headers) }))
 }
 
 /// `GET /api/recordings`: `{"recordings":[{"file":…,"stream":…,"bytes":…,"started":…,

@@ -531,6 +531,11 @@ async fn create(
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
     add_ice_links(state, &mut h);
+    if role == Role::Viewer {
+        if let Ok(v) = HeaderValue::from_str(&super::events::link_value(&stream, &id)) {
+            h.append(header::LINK, v);
+        }
+    }
     Ok((StatusCode::CREATED, h, negotiated.answer).into_response())
 }
 

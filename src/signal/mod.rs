@@ -9,6 +9,7 @@ pub mod auth;
 mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod events;
 pub mod listen;
 pub mod origin;
 pub mod refusal;
@@ -127,6 +128,8 @@ pub struct Shared {
     pub next_key: AtomicU64,
     /// The recordings made since start-up (`GET /api/recordings`).
     pub recordings: Arc<crate::record::Recordings>,
+    /// Open server-sent event streams, capped.
+    pub event_streams: events::EventStreams,
 }
 
 /// The whole HTTP API as a `Router`, so tests can call it without a socket.
@@ -137,6 +140,7 @@ pub fn app(state: AppState) -> Router {
         .route("/style.css", get(assets::style_css))
         .route("/api/streams", get(assets::streams))
         .route("/api/recordings", get(assets::recordings))
+        .route("/api/events", get(events::api_events))
         .route("/metrics", get(assets::metrics))
         .route(
             "/{stream}/whep",
@@ -157,6 +161,12 @@ pub fn app(state: AppState) -> Router {
             axum::routing::patch(session::whep_patch)
                 .delete(session::whep_delete)
                 .options(session::options),
+        )
+        .route(
+            "/{stream}/whep/{id}/events",
+            get(events::session_events)
+                .post(events::subscribe)
+                .options(events::events_options),
         )
         .route(
             "/{stream}/whip/{id}",
