@@ -163,6 +163,45 @@ fn check_continuous(pcm: &[f32]) -> usize {
     onsets.len()
 }
 
+/// One at a time: the tests that time a recording run alone (a machine busy with
+/// FFmpeg's encoding beside them would blur the timing).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Seconds between the server's log lines containing `from` and `to` (the first of each),
+/// by the timestamps it wrote: the server's own clock, not when the test read the log.
+fn logged_span(log: &str, from: &str, to: &str) -> f64 {
+    let at = |needle: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"));
+        // `2026-12-07T15:09:54.606799Z  INFO ...`
+        let hms = line
+            .get(11..26)
+            .unwrap_or_else(|| panic!("no time in {line:?}"));
+        let mut parts = hms.split(':');
+        let mut secs = 0.0;
+        for unit in [3600.0, 60.0, 1.0] {
+            let v: f64 = parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            secs += v * unit;
+        }
+        secs
+    };
+    let span = at(to) - at(from);
+    // Across midnight.
+    if span < 0.0 {
+        span + 86_400.0
+    } else {
+        span
+    }
+}
+
 /// The seconds the server's log says recording `file` ended with.
 fn logged_seconds(log: &str, file: &str) -> f64 {
     let line = log
@@ -180,6 +219,7 @@ fn logged_seconds(log: &str, file: &str) -> f64 {
 fn ten_seconds_recorded_decode_to_the_tone_left_and_right_for_ten_seconds() {
     let test = "ten_seconds_recorded_decode_to_the_tone_left_and_right_for_ten_seconds";
     let Some(py) = decoder(test) else { return };
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     // Not there yet: the server makes it.
     let rec = dir.path().join("rec/radio");
@@ -223,11 +263,15 @@ fn ten_seconds_recorded_decode_to_the_tone_left_and_right_for_ten_seconds() {
 
     let until = started + Duration::from_secs(10);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
-    let recorded = started.elapsed().as_secs_f64();
     let status = server
         .interrupt(Duration::from_secs(10))
         .expect("the server stops on SIGINT");
     assert!(status.success(), "{status}");
+    // What was recorded, by the server's clock: from start-up (the line is written just
+    // before the mixing thread starts; its first tick is 20 ms later) to SIGINT (the
+    // thread stops within a tick of it).
+    let recorded = logged_span(&server.log(), "recording \"radio\" into ", "shutting down");
+    assert!((recorded - 10.0).abs() < 0.5, "recorded {recorded:.3} s");
 
     let files = opus_files(&rec);
     assert_eq!(files.len(), 1, "{files:?}");
@@ -256,6 +300,7 @@ fn ten_seconds_recorded_decode_to_the_tone_left_and_right_for_ten_seconds() {
 fn segments_from_the_config_file_follow_on_without_a_gap() {
     let test = "segments_from_the_config_file_follow_on_without_a_gap";
     let Some(py) = decoder(test) else { return };
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let conf_dir = dir.path().join("conf");
     std::fs::create_dir(&conf_dir).unwrap();
@@ -270,11 +315,13 @@ fn segments_from_the_config_file_follow_on_without_a_gap() {
     let mut server = ServerBinary::start(&["--config", conf.to_str().unwrap()], &[]);
     wait_for_log(&server, "ready; Ctrl-C or SIGTERM stops");
     let started = wait_for_log(&server, "recording stream \"radio\" to ");
-    std::thread::sleep(Duration::from_millis(7000));
-    let recorded = started.elapsed().as_secs_f64();
+    std::thread::sleep(
+        (started + Duration::from_secs(7)).saturating_duration_since(Instant::now()),
+    );
     let listed = recordings(server.http, None);
     let status = server.interrupt(Duration::from_secs(10)).expect("stops");
     assert!(status.success());
+    let recorded = logged_span(&server.log(), "recording \"radio\" into ", "shutting down");
 
     let files = opus_files(&conf_dir.join("rec"));
     assert_eq!(files.len(), 4, "2 + 2 + 2 + 1 s: {files:?}");
@@ -475,6 +522,7 @@ fn a_stream_ffmpeg_publishes_is_recorded_with_its_h264_video_and_anew_when_it_co
     let test =
         "a_stream_ffmpeg_publishes_is_recorded_with_its_h264_video_and_anew_when_it_comes_back";
     let Some(py) = decoder(test) else { return };
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
     // `cam` is not configured: it exists while FFmpeg publishes to it (and 5 s after).
