@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use crate::engine::EndReason;
 
+mod per_stream;
+pub use per_stream::StreamCount;
+
 /// Bucket upper bounds in seconds for the TX timing histograms. Fine below 1 ms and up to
 /// 5 ms so that targets like "p99 under 1 ms, max under 5 ms" can be read from a scrape
 /// (the load tool, examples/whep_load.rs, does); the coarser bounds of the first version
@@ -114,6 +117,8 @@ pub struct Metrics {
     /// Audio packets and video frames a recording lost because its writer thread's queue
     /// was full (the disk fell behind; `record`).
     pub recording_dropped: AtomicU64,
+    /// Per-stream media counts.
+    per_stream: per_stream::PerStream,
 }
 
 impl Metrics {
@@ -192,6 +197,26 @@ impl Metrics {
         self.mixer_silence_reused.load(Relaxed)
     }
 
+    /// One tick's audio to `stream`'s viewers: `packets` of `bytes` payload in all.
+    pub fn stream_sent(&self, stream: &str, packets: u64, bytes: u64) {
+        self.per_stream.sent(stream, packets, bytes);
+    }
+
+    /// `bytes` of media payload from `stream`'s publishers.
+    pub fn stream_received(&self, stream: &str, bytes: u64) {
+        self.per_stream.received(stream, bytes);
+    }
+
+    /// A viewer of `stream` reported `lost` more packets lost.
+    pub fn stream_viewer_loss(&self, stream: &str, lost: u64) {
+        self.per_stream.viewer_lost(stream, lost);
+    }
+
+    /// `stream`'s media counts so far.
+    pub fn stream_count(&self, stream: &str) -> StreamCount {
+        self.per_stream.get(stream)
+    }
+
     /// A datagram of `len` bytes went out.
     #[inline]
     pub fn transmit(&self, len: usize) {
@@ -232,6 +257,7 @@ impl Metrics {
                 escape(&stream)
             );
         }
+        self.per_stream.render(streams, &mut out);
         let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "mixcast_media_received_total",

@@ -11,10 +11,29 @@
 // (and the camera's), with the same kind of graph on the local audio: its meters show
 // what is sent.
 //
+// The stream list comes from the server-sent events of `/api/events` (read with fetch, so
+// that the read token goes in a header, never in a URL); `/api/streams` is polled only
+// when that stream is missing or keeps failing.
+//
 // `/?play=NAME` starts playing NAME at load (repeatable); `window.mixcastTest` exposes
 // the players and the publisher to automated tests.
 
 const LIST_INTERVAL_MS = 3000;
+// Reconnecting to /api/events: the first retry after 1 s, doubling up to 15 s.
+const EVENTS_RETRY_MS = 1000;
+const EVENTS_RETRY_MAX_MS = 15000;
+// Failed attempts in a row (none delivering an event) before the list is polled too.
+const EVENTS_FAILURES_BEFORE_POLLING = 3;
+// The server sends a keep-alive every 15 s: silence this long means a dead connection.
+const EVENTS_SILENCE_MS = 40000;
+// The server sends the list as soon as it accepts the stream: without it by then (a proxy
+// that buffers the response), the list is polled until events come.
+const EVENTS_FIRST_EVENT_MS = 5000;
+// Loss is shown over this window, the latency numbers over the last stats interval.
+const LOSS_WINDOW_MS = 10000;
+// How often the meters' accessible values follow the sound (screen readers read them on
+// demand; every frame would be noise).
+const METER_ARIA_INTERVAL_MS = 500;
 const STATS_INTERVAL_MS = 1000;
 // The server answers with its full candidate list, so waiting for our own gathering is
 // only about sending a complete offer; on loopback it finishes in milliseconds.
@@ -230,6 +249,140 @@ class RateMeter {
   }
 }
 
+/** A viewer's delays and loss from successive getStats reports. Jitter buffer and playout
+ * delay are counted by the browser as running totals; the difference between two readings
+ * gives the delay of the audio played in between (the lifetime average would hide a
+ * change for minutes), falling back to the average when nothing was played between. */
+class DelayMeter {
+  #last = null;
+  /** { at, received, lost } per reading within LOSS_WINDOW_MS. */
+  #history = [];
+
+  /** Returns { roundTripMs, jitterBufferMs, playoutMs, playoutSource, totalMs, lossPercent,
+   * lossWindowMs, lost, received } from `report`; any may be null (not reported yet). */
+  update(report) {
+    let inbound = null;
+    let playout = null;
+    let transport = null;
+    const pairs = [];
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
+      else if (s.type === "media-playout" && s.kind === "audio") playout = s;
+      else if (s.type === "transport") transport = s;
+      else if (s.type === "candidate-pair") pairs.push(s);
+    });
+    if (!inbound) return null;
+    const pair =
+      (transport?.selectedCandidatePairId && report.get(transport.selectedCandidatePairId)) ||
+      pairs.find((p) => p.nominated && p.state === "succeeded");
+    const roundTripMs =
+      typeof pair?.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null;
+
+    const now = {
+      at: inbound.timestamp,
+      jbDelay: inbound.jitterBufferDelay ?? null,
+      jbEmitted: inbound.jitterBufferEmittedCount ?? null,
+      playoutDelay: playout?.totalPlayoutDelay ?? null,
+      playoutSamples: playout?.totalSamplesCount ?? null,
+    };
+    const last = this.#last;
+    this.#last = now;
+    const recent = (total, count, lastTotal, lastCount) => {
+      if (total === null || count === null || !count) return null;
+      if (last && lastCount !== null && count > lastCount) {
+        return ((total - lastTotal) / (count - lastCount)) * 1000;
+      }
+      return (total / count) * 1000;
+    };
+    const jitterBufferMs = recent(now.jbDelay, now.jbEmitted, last?.jbDelay, last?.jbEmitted);
+    const playoutMs = recent(
+      now.playoutDelay,
+      now.playoutSamples,
+      last?.playoutDelay,
+      last?.playoutSamples,
+    );
+    const parts = [roundTripMs === null ? null : roundTripMs / 2, jitterBufferMs, playoutMs];
+    const totalMs = parts.every((x) => x === null) ? null : parts.reduce((a, x) => a + (x ?? 0), 0);
+
+    // Loss over the window: packets the browser counts as lost against those that came.
+    const received = inbound.packetsReceived ?? 0;
+    const lost = Math.max(0, inbound.packetsLost ?? 0);
+    this.#history.push({ at: now.at, received, lost });
+    while (this.#history.length > 2 && now.at - this.#history[1].at >= LOSS_WINDOW_MS) {
+      this.#history.shift();
+    }
+    const first = this.#history[0];
+    const single = this.#history.length === 1;
+    const windowLost = single ? lost : Math.max(0, lost - first.lost);
+    const windowTotal = single ? received + lost : received - first.received + windowLost;
+    return {
+      roundTripMs,
+      jitterBufferMs,
+      playoutMs,
+      playoutSource: playout ? "media-playout" : null,
+      totalMs,
+      lossPercent: windowTotal > 0 ? (100 * windowLost) / windowTotal : null,
+      lossWindowMs: single ? null : now.at - first.at,
+      lost,
+      received,
+    };
+  }
+}
+
+/** "0.4 ms", "41 ms": one decimal below 10 ms. */
+function formatMs(ms) {
+  return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+}
+
+/** The delay line: "Server to speaker ≈ 62 ms: network 0.2 ms (half the 0.4 ms round
+ * trip), jitter buffer 41 ms, playout 21 ms". It leaves out the server's own share (its
+ * mix is 20 ms frames, sent as they are encoded) and the publisher's side. */
+function describeDelay(latency) {
+  if (!latency) return "Server to speaker: measuring…";
+  const parts = [];
+  if (latency.roundTripMs !== null && latency.roundTripMs < 1) {
+    // Chromium measures the round trip in whole milliseconds: on a LAN it reads 0.
+    parts.push("network under 1 ms (the round trip reads 0 ms)");
+  } else if (latency.roundTripMs !== null) {
+    parts.push(
+      `network ${formatMs(latency.roundTripMs / 2)} (half the ${formatMs(latency.roundTripMs)} round trip)`,
+    );
+  } else {
+    parts.push("round trip not measured yet");
+  }
+  parts.push(
+    latency.jitterBufferMs === null
+      ? "jitter buffer not reported yet"
+      : `jitter buffer ${formatMs(latency.jitterBufferMs)}`,
+  );
+  parts.push(
+    latency.playoutMs === null
+      ? "playout not reported by this browser"
+      : `playout ${formatMs(latency.playoutMs)}`,
+  );
+  const total = latency.totalMs === null ? "" : ` ≈ ${formatMs(latency.totalMs)}`;
+  return `Server to speaker${total}: ${parts.join(", ")}`;
+}
+
+/** The loss in words: "no loss" or "1.2 % lost", over the window it covers. */
+function describeLoss(latency) {
+  if (!latency || latency.lossPercent === null) return "Loss: measuring…";
+  const window =
+    latency.lossWindowMs === null
+      ? "so far"
+      : `in the last ${Math.round(latency.lossWindowMs / 1000)} s`;
+  if (latency.lossPercent === 0) return `No loss ${window}`;
+  const percent = latency.lossPercent < 0.1 ? "under 0.1" : latency.lossPercent.toFixed(1);
+  return `${percent} % lost ${window}`;
+}
+
+/** A linear level (0..1) as "−23 dBFS", "silent" at 0. */
+function formatDbfs(linear) {
+  if (linear === null || linear === undefined) return "–";
+  if (!(linear > 0)) return "silent";
+  return `${(20 * Math.log10(linear)).toFixed(0).replace("-", "−")} dBFS`;
+}
+
 /** The codec of an RTP stats entry as { mimeType, channels, fmtp }, or null. */
 function codecOf(report, rtp) {
   const codec = rtp.codecId ? report.get(rtp.codecId) : undefined;
@@ -250,6 +403,8 @@ class WhepPlayer extends EventTarget {
   deleteStatus = null;
   /** Whether video frames are arriving and shown (the track is live and has a size). */
   hasVideo = false;
+  /** The last latency reading (see DelayMeter.update), or null. */
+  latency = null;
   /** When (performance.now(), ms) this session's steps happened: `post` (the offer sent),
    * `answer`, `connected`, `firstDecoded` (getStats saw a decoded frame) and
    * `firstPainted` (the <video> presented one); null until each happens. */
@@ -264,6 +419,7 @@ class WhepPlayer extends EventTarget {
   #connectTimer = null;
   #rate = new RateMeter();
   #videoRate = new RateMeter();
+  #delays = new DelayMeter();
 
   constructor(stream, audioElement, videoElement) {
     super();
@@ -286,6 +442,8 @@ class WhepPlayer extends EventTarget {
     this.#pc = pc;
     this.#rate = new RateMeter();
     this.#videoRate = new RateMeter();
+    this.#delays = new DelayMeter();
+    this.latency = null;
     this.deleteStatus = null;
     // Created here, inside the click that called us, so the autoplay policy allows it.
     this.#audioContext = new AudioContext();
@@ -475,6 +633,16 @@ class WhepPlayer extends EventTarget {
     };
   }
 
+  /** Takes a getStats reading of the delays and the loss (see DelayMeter) into `latency`
+   * and returns it; null before there is inbound audio. */
+  async measureLatency() {
+    const pc = this.#pc;
+    if (!pc) return null;
+    const latency = this.#delays.update(await pc.getStats());
+    if (this.#pc === pc) this.latency = latency;
+    return latency;
+  }
+
   /** What the <video> element shows: { shown, width, height } (0 × 0 before a frame). */
   videoShown() {
     return {
@@ -590,6 +758,7 @@ class WhepPlayer extends EventTarget {
     this.audio.srcObject = null;
     this.video.srcObject = null;
     this.hasVideo = false;
+    this.latency = null;
   }
 
   #set(changes) {
@@ -996,12 +1165,20 @@ function formatBitrate(bitsPerSecond) {
     : `${(bitsPerSecond / 1e3).toFixed(1)} kb/s`;
 }
 
-/** A stream's card on the page: its info, its player's controls, meters and stats. */
+/** A stream's card on the page: its info, its URLs and recipes, its player's controls,
+ * picture, delay line, meters and stats. */
 class StreamCard {
-  constructor(name) {
+  /** The stream's last entry in the server's list, or null before it is listed. */
+  info = null;
+  /** The player state last announced in the live region. */
+  #announced = "idle";
+
+  constructor(name, announce) {
     const template = document.getElementById("stream-card");
     this.root = template.content.firstElementChild.cloneNode(true);
     this.root.dataset.stream = name;
+    this.name = name;
+    this.announce = announce;
     const $ = (selector) => this.root.querySelector(selector);
     this.el = {
       name: $(".name"),
@@ -1016,17 +1193,37 @@ class StreamCard {
       screen: $(".screen"),
       picture: $(".picture"),
       noVideo: $(".no-video"),
+      latency: $(".latency"),
+      meterBox: $(".meters"),
+      statsBox: $(".stats"),
+      delay: $(".delay"),
+      loss: $(".loss"),
       meters: [...this.root.querySelectorAll(".meter-row")].map(meterOf),
       stats: Object.fromEntries(
         [...this.root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
       ),
+      whipUrl: $(".whip-url"),
+      whepUrl: $(".whep-url"),
     };
     this.el.name.textContent = name;
+    this.urls = streamUrls(name);
+    showUrl(this.el.whipUrl, this.urls.whip);
+    showUrl(this.el.whepUrl, this.urls.whep);
+    fillRecipes(this.root, this.urls.whip);
+    for (const button of this.root.querySelectorAll(".copy")) {
+      const target = button.dataset.copy === "whip" ? this.el.whipUrl : this.el.whepUrl;
+      button.setAttribute(
+        "aria-label",
+        `Copy the ${button.dataset.copy.toUpperCase()} URL of ${name}`,
+      );
+      button.addEventListener("click", () => copyFrom(target, button, announce));
+    }
     // The counts and sources, shown once the stream list has this stream.
     this.infoParts = [...this.el.info.childNodes];
     this.el.info.textContent = "not listed by the server (yet)";
     this.el.play.textContent = `Play ${name}`;
     this.el.stop.textContent = `Stop ${name}`;
+    this.root.querySelector(".meters").setAttribute("aria-label", `Levels heard on ${name}`);
     this.player = new WhepPlayer(name, $(".sink"), this.el.picture);
     this.player.addEventListener("change", () => this.render());
     this.el.play.addEventListener("click", () => this.player.play());
@@ -1037,18 +1234,28 @@ class StreamCard {
 
   /** Updates the numbers from the stream list. */
   update(info) {
+    this.info = info;
     this.listed = true;
     if (!this.el.info.contains(this.el.viewers)) this.el.info.replaceChildren(...this.infoParts);
-    this.el.viewers.textContent = `${info.viewers} viewer${info.viewers === 1 ? "" : "s"}`;
+    this.setViewers(info.viewers);
     this.el.publishers.textContent = `${info.publishers} publisher${info.publishers === 1 ? "" : "s"}`;
     this.el.sources.textContent = info.sources.length ? info.sources.join(", ") : "no sources";
     this.root.classList.remove("gone");
+    this.render();
+  }
+
+  /** The viewer count alone (a `viewercount` event). */
+  setViewers(viewers) {
+    if (this.info) this.info.viewers = viewers;
+    this.el.viewers.textContent = `${viewers} viewer${viewers === 1 ? "" : "s"}`;
   }
 
   markGone() {
     this.listed = false;
+    this.info = null;
     this.root.classList.add("gone");
     this.el.info.textContent = "no longer listed by the server";
+    this.render();
   }
 
   render() {
@@ -1061,13 +1268,31 @@ class StreamCard {
     this.el.error.hidden = !message;
     this.el.error.textContent = message ?? "";
     this.el.error.classList.toggle("notice", !error && !!notice);
-    // While playing, the picture, or a placeholder until the stream has video.
+    // The picture only for a stream that has video: shown as soon as frames come, and
+    // while the list says the stream has video (a black box until the first frame).
     const { hasVideo } = this.player;
-    this.el.screen.hidden = !playing;
+    const listedVideo = !!this.info?.video;
+    this.el.screen.hidden = !playing || !(hasVideo || listedVideo);
     this.el.picture.hidden = !hasVideo;
     this.el.noVideo.hidden = hasVideo;
-    this.el.noVideo.textContent = state === "connected" ? "no video" : "";
-    if (!playing) this.renderLevels([]);
+    this.el.noVideo.textContent = state === "connected" ? "waiting for video" : "";
+    this.el.latency.hidden = !playing;
+    this.el.meterBox.hidden = !playing;
+    this.el.statsBox.hidden = !playing;
+    this.el.stats.video.parentElement.hidden = !(hasVideo || listedVideo);
+    if (!playing) {
+      this.renderLevels([]);
+      for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
+      this.el.delay.textContent = "";
+      this.el.loss.textContent = "";
+    } else if (!this.el.delay.textContent) {
+      this.el.delay.textContent = describeDelay(null);
+      this.el.loss.textContent = describeLoss(null);
+    }
+    if (state !== this.#announced) {
+      this.#announced = state;
+      this.announce(`${this.name}: ${describePlayerState(state)}`);
+    }
   }
 
   renderLevels(levels) {
@@ -1075,11 +1300,18 @@ class StreamCard {
   }
 
   async refreshStats() {
-    const [stats, video] = await Promise.all([this.player.stats(), this.player.videoStats()]);
+    const [stats, video, latency] = await Promise.all([
+      this.player.stats(),
+      this.player.videoStats(),
+      this.player.measureLatency(),
+    ]);
+    if (!this.player.playing) return;
     const show = (key, text) => {
       this.el.stats[key].textContent = text;
     };
     show("video", describeVideo(video));
+    this.el.delay.textContent = describeDelay(latency);
+    this.el.loss.textContent = describeLoss(latency);
     if (!stats) {
       for (const [key, dd] of Object.entries(this.el.stats)) {
         if (key !== "video") dd.textContent = "–";
@@ -1087,11 +1319,8 @@ class StreamCard {
       return;
     }
     show("packetsReceived", String(stats.packetsReceived));
-    show("packetsLost", String(stats.packetsLost));
-    show("jitter", stats.jitter === null ? "–" : `${formatNumber(stats.jitter * 1000, 1)} ms`);
     show("bitrate", formatBitrate(stats.bitrate));
-    show("audioLevel", formatNumber(stats.audioLevel, 3));
-    show("totalAudioEnergy", formatNumber(stats.totalAudioEnergy, 2));
+    show("audioLevel", formatDbfs(stats.audioLevel));
     show(
       "codec",
       stats.codec ? `${stats.codec.mimeType.replace(/^audio\//, "")} ×${stats.codec.channels}` : "–",
@@ -1099,39 +1328,134 @@ class StreamCard {
   }
 }
 
+/** A player state in words, for the live region. */
+function describePlayerState(state) {
+  return (
+    {
+      idle: "idle",
+      connecting: "connecting",
+      connected: "playing",
+      disconnected: "connection interrupted",
+      stopping: "stopping",
+      stopped: "stopped",
+      failed: "failed",
+    }[state] ?? state
+  );
+}
+
+/** Writes `url` into `element` with a line-break opportunity (<wbr>) before each "/" of
+ * its path, so a narrow screen breaks it between its parts; the text stays the URL. */
+function showUrl(element, url) {
+  const { origin, pathname } = new URL(url);
+  const parts = [origin, ...pathname.split(/(?=\/)/)];
+  element.replaceChildren(
+    ...parts.flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part])),
+  );
+}
+
+/** The absolute WHIP and WHEP URLs of `stream`, from the page's own origin. */
+function streamUrls(stream) {
+  const path = encodeURIComponent(stream);
+  return {
+    whip: new URL(`/${path}/whip`, location.origin).href,
+    whep: new URL(`/${path}/whep`, location.origin).href,
+  };
+}
+
+/** Fills a card's recipes with its WHIP URL. The FFmpeg line is what tests/ffmpeg_whip.rs
+ * has FFmpeg 8 do (tests/interop/ffmpeg_whip.py: libopus 48 kHz stereo, libx264 baseline
+ * without B-frames, `-strict experimental`); the GStreamer line is what
+ * tests/gstreamer_whip.rs runs. */
+function fillRecipes(root, whipUrl) {
+  const quoted = shellQuote(whipUrl);
+  root.querySelector(".recipe-obs").textContent = whipUrl;
+  root.querySelector(".recipe-ffmpeg").textContent = [
+    "ffmpeg -re -i input.mp4 \\",
+    "  -c:a libopus -ar 48000 -ac 2 -b:a 128k \\",
+    "  -c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -bf 0 -g 25 \\",
+    `  -strict experimental -f whip ${quoted}`,
+  ].join("\n");
+  root.querySelector(".recipe-gstreamer").textContent =
+    `python3 tests/interop/gst_whip.py ${quoted} --seconds 3600`;
+}
+
+/** `text` as one shell word (single quotes only when it needs them). */
+function shellQuote(text) {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/** Copies the text of `source` to the clipboard; where the browser refuses (no secure
+ * context, no permission), selects it instead so that Ctrl+C copies it. Says which on
+ * `button` for a moment and in the live region. */
+async function copyFrom(source, button, announce) {
+  const text = source.textContent;
+  let outcome;
+  try {
+    if (!navigator.clipboard?.writeText) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(text);
+    outcome = "copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    outcome = "selected";
+  }
+  button.dataset.outcome = outcome;
+  button.textContent = outcome === "copied" ? "Copied" : "Selected: press Ctrl+C";
+  announce(outcome === "copied" ? `copied ${text}` : `selected ${text}: press Ctrl+C to copy`);
+  clearTimeout(button.resetTimer);
+  button.resetTimer = setTimeout(() => {
+    button.textContent = "Copy";
+  }, 2500);
+}
+
 /** A level meter's parts, from its `.meter-row` element. */
 function meterOf(row) {
   return {
     row,
+    meter: row.querySelector(".meter"),
     bar: row.querySelector(".bar"),
     peak: row.querySelector(".peak"),
     db: row.querySelector(".db"),
     held: 0,
+    ariaAt: -Infinity,
   };
 }
 
-/** A new level meter row labelled `label`, as in the stream card's template. */
+/** A new level meter row for channel `label` ("L", "R", "M"), as in the stream card's
+ * template: a `role="meter"` from METER_FLOOR_DB to 0 dBFS. */
 function createMeterRow(label) {
   const row = document.createElement("div");
   row.className = "meter-row";
   const channel = document.createElement("span");
   channel.className = "channel";
   channel.textContent = label;
+  channel.setAttribute("aria-hidden", "true");
   const meter = document.createElement("div");
   meter.className = "meter";
+  meter.setAttribute("role", "meter");
+  meter.setAttribute("aria-label", { L: "Left channel", R: "Right channel" }[label] ?? "Level");
+  meter.setAttribute("aria-valuemin", String(METER_FLOOR_DB));
+  meter.setAttribute("aria-valuemax", "0");
+  meter.setAttribute("aria-valuenow", String(METER_FLOOR_DB));
+  meter.setAttribute("aria-valuetext", "silent");
   for (const part of ["bar", "peak"]) {
     meter.append(Object.assign(document.createElement("div"), { className: part }));
   }
   const db = document.createElement("span");
   db.className = "db";
-  db.textContent = "–∞ dB";
+  db.textContent = "–∞ dBFS";
+  db.setAttribute("aria-hidden", "true");
   row.append(channel, meter, db);
   return row;
 }
 
 /** Shows `levels` (per channel: { rms, peak }) on `meters`; missing channels show
- * silence. */
+ * silence. The accessible value follows every METER_ARIA_INTERVAL_MS. */
 function renderMeters(meters, levels) {
+  const now = performance.now();
   meters.forEach((meter, channel) => {
     const level = levels[channel];
     const db = level && level.rms > 0 ? 20 * Math.log10(level.rms) : -Infinity;
@@ -1142,7 +1466,18 @@ function renderMeters(meters, levels) {
     meter.bar.style.clipPath = `inset(0 ${100 - meterFraction(db) * 100}% 0 0)`;
     meter.peak.style.left = `${meter.held * 100}%`;
     meter.peak.hidden = meter.held === 0;
-    meter.db.textContent = Number.isFinite(db) ? `${db.toFixed(1)} dB` : "–∞ dB";
+    const text = Number.isFinite(db) ? `${db.toFixed(1).replace("-", "−")} dBFS` : "–∞ dBFS";
+    meter.db.textContent = text;
+    // Silence is announced at once; changes of level at most every interval.
+    if (!level || now - meter.ariaAt >= METER_ARIA_INTERVAL_MS) {
+      meter.ariaAt = level ? now : -Infinity;
+      const shown = Number.isFinite(db) ? Math.max(METER_FLOOR_DB, Math.min(0, db)) : METER_FLOOR_DB;
+      meter.meter.setAttribute("aria-valuenow", shown.toFixed(1));
+      meter.meter.setAttribute(
+        "aria-valuetext",
+        Number.isFinite(db) && db > METER_FLOOR_DB ? `${Math.round(db)} dBFS` : "silent",
+      );
+    }
   });
 }
 
@@ -1154,8 +1489,12 @@ class PublishPanel {
   /** Options only tests set (`videoCodec`, `simulcast`; see publishAndWait). */
   #testOptions = {};
 
-  constructor(root, onConnected) {
+  /** The publisher state last announced in the live region. */
+  #announced = "idle";
+
+  constructor(root, onConnected, announce) {
     this.root = root;
+    this.announce = announce;
     const $ = (selector) => root.querySelector(selector);
     this.el = {
       form: $("form"),
@@ -1170,6 +1509,7 @@ class PublishPanel {
       target: $(".target"),
       error: $(".error"),
       meterBox: $(".meters"),
+      statsBox: $(".stats"),
       meters: [],
       stats: Object.fromEntries(
         [...root.querySelectorAll("[data-stat]")].map((dd) => [dd.dataset.stat, dd]),
@@ -1188,9 +1528,10 @@ class PublishPanel {
     this.render();
   }
 
-  /** Publishes to the stream the form names (an empty name means `live`). */
+  /** Publishes to the stream the form names (an empty name means `mic`: not `live`, so
+   * that a first press does not mix a microphone into the test stream). */
   start() {
-    const stream = this.el.stream.value.trim() || "live";
+    const stream = this.el.stream.value.trim() || "mic";
     this.el.stream.value = stream;
     return this.publisher.publish(stream, this.el.token.value.trim(), {
       voiceProcessing: this.el.processing.checked,
@@ -1233,6 +1574,11 @@ class PublishPanel {
       this.publisher;
     this.el.state.textContent = state;
     this.el.state.dataset.state = state;
+    if (state !== this.#announced) {
+      this.#announced = state;
+      const words = state === "connected" ? "publishing" : describePlayerState(state);
+      this.announce(`publishing to ${stream ?? "a stream"}: ${words}`);
+    }
     this.el.start.disabled = publishing;
     this.el.stop.disabled = !publishing || state === "stopping";
     for (const input of [this.el.stream, this.el.token, this.el.processing, this.el.camera]) {
@@ -1265,6 +1611,7 @@ class PublishPanel {
       this.el.meters = labels.map((label) => meterOf(createMeterRow(label)));
       this.el.meterBox.replaceChildren(...this.el.meters.map((meter) => meter.row));
     }
+    this.el.statsBox.hidden = !publishing;
     if (!publishing) {
       renderMeters(this.el.meters, []);
       for (const dd of Object.values(this.el.stats)) dd.textContent = "–";
@@ -1288,7 +1635,7 @@ class PublishPanel {
       "roundTripTime",
       stats.roundTripTime === null ? "–" : `${formatNumber(stats.roundTripTime * 1000, 1)} ms`,
     );
-    show("audioLevel", formatNumber(stats.audioLevel, 3));
+    show("audioLevel", formatDbfs(stats.audioLevel));
     show(
       "codec",
       stats.codec ? `${stats.codec.mimeType.replace(/^audio\//, "")} ×${stats.codec.channels}` : "–",
@@ -1302,9 +1649,169 @@ function meterFraction(db) {
   return Math.min(1, Math.max(0, (db - METER_FLOOR_DB) / -METER_FLOOR_DB));
 }
 
-/** The page: stream cards keyed by name, the list poller, the meter and stats loops. */
+/** The stream list as the server pushes it: `GET /api/events` (text/event-stream) read
+ * with fetch and parsed here, because EventSource cannot send the read token in a header.
+ * Reconnects with backoff when the stream ends; after EVENTS_FAILURES_BEFORE_POLLING
+ * failures in a row, at once when the server has no such endpoint, or while the first
+ * event is EVENTS_FIRST_EVENT_MS late, `onFallback(true)` asks the page to poll, and
+ * `onFallback(false)` ends that once events flow again. */
+class EventFeed {
+  /** "connecting" | "open" | "waiting" | "polling" */
+  state = "connecting";
+  /** Events received, by name (for tests and the footer). */
+  counts = {};
+  #abort = null;
+  #failures = 0;
+  #retryMs = EVENTS_RETRY_MS;
+  #timer = null;
+  #polling = false;
+
+  constructor(handlers) {
+    this.handlers = handlers;
+  }
+
+  /** (Re)connects now, dropping any current connection (the read token changed). */
+  restart() {
+    this.#abort?.abort();
+    clearTimeout(this.#timer);
+    this.#failures = 0;
+    this.#retryMs = EVENTS_RETRY_MS;
+    this.#run();
+  }
+
+  async #run() {
+    const abort = new AbortController();
+    this.#abort = abort;
+    let delivered = false;
+    let missing = false;
+    let silence = null;
+    const watch = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => abort.abort(), EVENTS_SILENCE_MS);
+    };
+    const late = setTimeout(() => {
+      if (!delivered && this.#abort === abort) this.#setPolling(true);
+    }, EVENTS_FIRST_EVENT_MS);
+    try {
+      this.state = "connecting";
+      watch();
+      const response = await fetch("/api/events", {
+        cache: "no-store",
+        headers: readToken.headers({ Accept: "text/event-stream" }),
+        signal: abort.signal,
+      });
+      const type = response.headers.get("Content-Type") ?? "";
+      if (!response.ok || !/^text\/event-stream/i.test(type)) {
+        // No events here (an older server): polling is all there is.
+        missing = response.status === 404 || response.status === 405;
+        throw new UserError(`/api/events answered ${response.status} ${type}`);
+      }
+      this.state = "open";
+      const reader = response.body.getReader();
+      const parser = new SseParser((name, data) => {
+        delivered = true;
+        this.#delivered();
+        this.#dispatch(name, data);
+      });
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        watch();
+        parser.push(value);
+      }
+    } catch (err) {
+      if (this.#abort !== abort) return;
+      this.lastError = messageOf(err);
+    } finally {
+      clearTimeout(silence);
+      clearTimeout(late);
+    }
+    if (this.#abort !== abort) return;
+    // Ended or failed: try again later, and poll meanwhile if it keeps failing.
+    if (!delivered) this.#failures += 1;
+    if (missing || this.#failures >= EVENTS_FAILURES_BEFORE_POLLING) this.#setPolling(true);
+    this.state = this.#polling ? "polling" : "waiting";
+    const delay = delivered ? EVENTS_RETRY_MS : this.#retryMs;
+    this.#retryMs = Math.min(this.#retryMs * 2, EVENTS_RETRY_MAX_MS);
+    this.#timer = setTimeout(() => this.#run(), missing ? EVENTS_RETRY_MAX_MS * 4 : delay);
+  }
+
+  #delivered() {
+    this.#failures = 0;
+    this.#retryMs = EVENTS_RETRY_MS;
+    this.state = "open";
+    this.#setPolling(false);
+  }
+
+  #setPolling(on) {
+    if (on === this.#polling) return;
+    this.#polling = on;
+    this.handlers.onFallback(on);
+  }
+
+  #dispatch(name, data) {
+    this.counts[name] = (this.counts[name] ?? 0) + 1;
+    let body;
+    try {
+      body = JSON.parse(data);
+    } catch {
+      return; // Not ours to understand: ignored, as SSE says of unknown events.
+    }
+    if (name === "streams" && Array.isArray(body.streams)) this.handlers.onStreams(body.streams);
+    else if (name === "viewercount" && typeof body.stream === "string") {
+      this.handlers.onViewerCount(body.stream, Number(body.viewercount));
+    } else if ((name === "active" || name === "inactive") && typeof body.stream === "string") {
+      this.handlers.onActive?.(body.stream, name === "active");
+    }
+  }
+}
+
+/** The text/event-stream format (HTML's "server-sent events"), for what EventFeed reads:
+ * `event:` and `data:` fields, comments, blank lines ending an event; `id:` and `retry:`
+ * are accepted and not used. */
+class SseParser {
+  #decoder = new TextDecoder();
+  #buffer = "";
+  #event = "";
+  #data = [];
+
+  constructor(onEvent) {
+    this.onEvent = onEvent;
+  }
+
+  /** Feeds bytes as they arrive; events are dispatched once their blank line is in. */
+  push(bytes) {
+    this.#buffer += this.#decoder.decode(bytes, { stream: true });
+    // A trailing "\r" may be half of a "\r\n": keep it for the next chunk.
+    const lines = this.#buffer.split(/\r\n|\n|\r(?!$)/);
+    this.#buffer = lines.pop();
+    for (const line of lines) this.#line(line);
+  }
+
+  #line(line) {
+    if (line === "") {
+      if (this.#data.length) this.onEvent(this.#event || "message", this.#data.join("\n"));
+      this.#event = "";
+      this.#data = [];
+      return;
+    }
+    if (line.startsWith(":")) return; // A comment: the keep-alive.
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.#event = value;
+    else if (field === "data") this.#data.push(value);
+  }
+}
+
+/** The page: stream cards keyed by name, the event feed (or the list poller), the meter
+ * and stats loops, the live region. */
 class App {
   cards = new Map();
+  #pollTimer = null;
+  /** Requests of /api/streams made, for tests (none while events flow). */
+  listRequests = 0;
 
   constructor() {
     this.container = document.getElementById("streams");
@@ -1312,17 +1819,35 @@ class App {
     this.empty = document.getElementById("empty");
     this.updated = document.getElementById("updated");
     this.streamNames = document.getElementById("stream-names");
-    // A new stream appears in the list once someone publishes to it: look at once.
-    this.publish = new PublishPanel(document.getElementById("publish"), () => this.refreshList());
+    this.announcer = document.getElementById("announcer");
+    const announce = (text) => this.announce(text);
+    // A new stream appears in the list once someone publishes to it: the events say so;
+    // a polling page looks at once.
+    this.publish = new PublishPanel(
+      document.getElementById("publish"),
+      () => {
+        if (this.#pollTimer) this.refreshList();
+      },
+      announce,
+    );
+    this.events = new EventFeed({
+      onStreams: (streams) => this.showList(streams, "live list (server events)"),
+      onViewerCount: (stream, viewers) => {
+        if (Number.isFinite(viewers)) this.cards.get(stream)?.setViewers(viewers);
+      },
+      onFallback: (on) => this.setPolling(on),
+    });
   }
 
   start() {
-    readToken.init(document.getElementById("read-token"), () => this.refreshList());
+    readToken.init(document.getElementById("read-token"), () => {
+      this.events.restart();
+      if (this.#pollTimer) this.refreshList();
+    });
     for (const name of new URLSearchParams(location.search).getAll("play")) {
       this.card(name).player.play();
     }
-    this.refreshList();
-    setInterval(() => this.refreshList(), LIST_INTERVAL_MS);
+    this.events.restart();
     setInterval(() => this.refreshStats(), STATS_INTERVAL_MS);
     requestAnimationFrame(() => this.animate());
     // A blocked autoplay resumes on the first gesture anywhere on the page.
@@ -1337,11 +1862,26 @@ class App {
     });
   }
 
+  /** Says `text` in the page's polite live region (screen readers read it when idle). */
+  announce(text) {
+    this.announcer.textContent = text;
+  }
+
+  /** Polls /api/streams (on) or stops (off: the events are back). */
+  setPolling(on) {
+    clearInterval(this.#pollTimer);
+    this.#pollTimer = null;
+    if (on) {
+      this.refreshList();
+      this.#pollTimer = setInterval(() => this.refreshList(), LIST_INTERVAL_MS);
+    }
+  }
+
   /** The card for `name`, created (in list order) if missing. */
   card(name) {
     let card = this.cards.get(name);
     if (!card) {
-      card = new StreamCard(name);
+      card = new StreamCard(name, (text) => this.announce(text));
       this.cards.set(name, card);
       this.container.append(card.root);
     }
@@ -1350,6 +1890,7 @@ class App {
 
   async refreshList() {
     let streams;
+    this.listRequests += 1;
     try {
       const response = await fetch("/api/streams", {
         cache: "no-store",
@@ -1363,9 +1904,15 @@ class App {
       this.listStatus.hidden = false;
       return;
     }
+    this.showList(streams, `list polled every ${LIST_INTERVAL_MS / 1000} s`);
+  }
+
+  /** Shows the server's stream list: cards for the listed streams, in its order. */
+  showList(streams, how) {
     this.listStatus.hidden = true;
     const listed = new Set();
     for (const info of streams) {
+      if (typeof info?.name !== "string") continue;
       listed.add(info.name);
       this.card(info.name).update(info);
     }
@@ -1385,7 +1932,7 @@ class App {
     this.streamNames.replaceChildren(
       ...[...listed].map((name) => Object.assign(document.createElement("option"), { value: name })),
     );
-    this.updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    this.updated.textContent = `${how}, updated ${new Date().toLocaleTimeString()}`;
   }
 
   refreshStats() {
@@ -1454,4 +2001,13 @@ window.mixcastTest = {
   publishLevels: () => app.publish.publisher.levels(),
   /** Per channel sent: the dominant frequency (Hz), or null where silent. */
   publishFrequencies: () => app.publish.publisher.dominantFrequencies(),
+  /** The player's last latency reading (DelayMeter.update: roundTripMs, jitterBufferMs,
+   * playoutMs, totalMs, lossPercent, ...), or null. */
+  latency: (stream) => app.cards.get(stream)?.player.latency ?? null,
+  /** The event feed: { state, counts, polling, listRequests }. */
+  feed: () => ({
+    state: app.events.state,
+    counts: { ...app.events.counts },
+    listRequests: app.listRequests,
+  }),
 };

@@ -1,7 +1,8 @@
 //! The page with a read token (issue 15): against a server started with a read token,
 //! headless Chromium's page lists nothing and says why, a Play without the token fails
 //! saying a read token is needed, and once the token is typed into the "Read token" field
-//! the list shows `live` and the player hears 440 Hz left and 660 Hz right. A link
+//! the list shows `live` (from `/api/events`, with the token in a header: no poll, no URL
+//! carries it) and the player hears 440 Hz left and 660 Hz right. A link
 //! carrying the token in its fragment (`#read-token=…`, never sent to the server) works
 //! the same in a fresh tab.
 //!
@@ -134,6 +135,20 @@ fn the_page_asks_for_the_read_token_and_plays_with_it() {
                 "live listed with the token",
             )
             .map_err(cdp)?;
+        // The list came from the event stream, opened again with the token in its header:
+        // no poll, and no URL the page fetched carries the token.
+        let feed = browser
+            .evaluate(&format!(
+                "({{ feed: mixcastTest.feed(), leaked: performance.getEntriesByType('resource')\
+                 .map((e) => e.name).filter((u) => u.includes('{TOKEN}')) }})"
+            ))
+            .map_err(cdp)?;
+        if feed["feed"]["state"] != "open"
+            || feed["feed"]["listRequests"] != 0
+            || feed["leaked"] != serde_json::json!([])
+        {
+            return Err(format!("the list with the token: {feed}"));
+        }
         browser.evaluate("mixcastTest.play('live')").map_err(cdp)?;
         let heard = hears_live(browser)?;
         eprintln!("with the typed token: {heard}");

@@ -290,19 +290,18 @@ fn watch_then_publish(browser: &mut Chromium, addr: SocketAddr) -> Result<(), St
             .map_err(cdp)?;
         return Err(format!("the viewer of studio is {state}: {error}"));
     }
-    // A second with no publisher: no picture, the placeholder says so.
+    // A second with no publisher: no picture, and no video box (the stream has no video).
     std::thread::sleep(Duration::from_secs(1));
     let before = browser
         .evaluate(
             "(async () => ({ shown: mixcastTest.videoShown('studio'),\
              stats: await mixcastTest.videoStats('studio'),\
-             placeholder: (() => { const p = document.querySelector('[data-stream=studio] .no-video');\
-               return p.hidden ? null : p.textContent })() }))()",
+             box: !document.querySelector('[data-stream=studio] .screen').hidden }))()",
         )
         .map_err(cdp)?;
     eprintln!("before the camera: {before}");
     let decoded = before["stats"]["framesDecoded"].as_f64().unwrap_or(0.0);
-    if before["shown"]["shown"] != false || decoded > 0.0 || before["placeholder"] != "no video" {
+    if before["shown"]["shown"] != false || decoded > 0.0 || before["box"] != false {
         return Err(format!(
             "before anyone publishes video the viewer shows {before}"
         ));
@@ -321,6 +320,13 @@ fn watch_then_publish(browser: &mut Chromium, addr: SocketAddr) -> Result<(), St
     let video = frames_flow(browser, "studio", Duration::from_secs(15))?;
     check_frame_size(browser, "studio", &video, &publisher, &viewer)?;
     hears_the_microphone(browser, "studio")?;
+    // The video box appeared with the video.
+    let shown = browser
+        .evaluate("!document.querySelector('[data-stream=studio] .screen').hidden")
+        .map_err(cdp)?;
+    if shown != true {
+        return Err("studio's video plays, yet its card shows no video box".into());
+    }
     screenshot(browser, "page-watching-late-camera")?;
     Ok(())
 }
@@ -587,7 +593,7 @@ fn simulcast_then_watch(browser: &mut Chromium, addr: SocketAddr) -> Result<(), 
 }
 
 /// A stream configured `video = "none"`: the camera's publisher is accepted, but the
-/// viewer's video m-section is rejected and the page shows its placeholder while the
+/// viewer's video m-section is rejected and the page shows no video box while the
 /// microphone is heard.
 #[test]
 fn chromium_audio_only_stream_shows_no_video() {
@@ -634,13 +640,12 @@ fn audio_only(browser: &mut Chromium, addr: SocketAddr) -> Result<(), String> {
         .evaluate(
             "(async () => ({ shown: mixcastTest.videoShown('radio'),\
              stats: await mixcastTest.videoStats('radio'),\
-             placeholder: (() => { const p = document.querySelector('[data-stream=radio] .no-video');\
-               return p.hidden ? null : p.textContent })() }))()",
+             box: !document.querySelector('[data-stream=radio] .screen').hidden }))()",
         )
         .map_err(cdp)?;
     eprintln!("viewer of the audio-only stream: {seen}");
     let decoded = seen["stats"]["framesDecoded"].as_f64().unwrap_or(0.0);
-    if seen["shown"]["shown"] != false || decoded > 0.0 || seen["placeholder"] != "no video" {
+    if seen["shown"]["shown"] != false || decoded > 0.0 || seen["box"] != false {
         return Err(format!("an audio-only stream's viewer shows {seen}"));
     }
     screenshot(browser, "page-audio-only-stream")?;

@@ -219,6 +219,17 @@ fn viewers_hear_the_signal_through_loss_and_delay() {
         )
     });
     eprintln!("{TEST}: aiortc heard {heard}; aiortc: {aiortc_summary}");
+    // The viewers' receiver reports carried the loss to the stream's counter (issue 15):
+    // str0m reports an audio-only viewer's stats every 5 s, so within the 6 s each viewer
+    // reported once, at most its whole loss so far.
+    let counted = path.server.metrics().stream_count("live");
+    eprintln!("{TEST}: stream counts {counted:?}");
+    assert!(
+        counted.viewer_lost > 0 && counted.viewer_lost <= 2 * expected,
+        "viewers lost about a tenth of their packets; the stream counted {} reported lost",
+        counted.viewer_lost
+    );
+    assert!(counted.sent_packets >= expected, "{counted:?}");
     // Both said goodbye (DELETE) or went silent: every counter back to 0.
     let took = counters_return_to_zero(&path.server, Duration::from_secs(8))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -69,6 +69,20 @@ fn a_session_is_logged_by_its_url_id_stream_and_address() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(mine.len(), 3, "{mine:#?}");
+    // The end line says what was sent; the viewer got all of it but what was in flight
+    // when it left. No receiver report came in 0.5 s (str0m reports every 5 s).
+    let sent: u64 = mine[2]
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" packets sent")?.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {:?}", mine[2]));
+    assert!(
+        sent >= report.packets && sent <= report.packets + 3,
+        "the server sent {sent}, the viewer got {}",
+        report.packets
+    );
+    assert!(mine[2].ends_with("no loss report yet"), "{:?}", mine[2]);
+    let counted = server.metrics().stream_count("live");
+    assert!(counted.sent_packets >= sent, "{counted:?}");
     for (line, says) in mine
         .iter()
         .zip(["answered", "connected after", "ended (closed)"])

@@ -62,6 +62,36 @@ pub struct Ended {
     pub key: PeerKey,
     /// Why.
     pub reason: EndReason,
+    /// What it sent or received, for its last log line.
+    pub tally: Tally,
+}
+
+/// One stream's media in one tick: audio packets and payload bytes sent to its viewers,
+/// payload bytes received from its publishers.
+#[derive(Debug, Clone, Copy, Default)]
+struct SentCount {
+    packets: u64,
+    bytes: u64,
+    received: u64,
+}
+
+impl SentCount {
+    fn add(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+}
+
+/// A session's media in its last log line: a viewer's packets sent to it and the loss it
+/// reported (RTCP receiver reports), a publisher's packets received and those its jitter
+/// buffer found missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Audio RTP packets sent (viewer) or received (publisher).
+    pub packets: u64,
+    /// Of those, lost: as the viewer last reported it (`None`: it sent no report yet), or as
+    /// the publisher's jitter buffer counted.
+    pub lost: Option<u64>,
 }
 
 /// The engine of one TX thread: its streams and their peers.
@@ -76,6 +106,8 @@ pub struct Egress {
     /// peer's `next_timeout`.
     timers: BinaryHeap<Reverse<(Instant, PeerKey)>>,
     ended: Vec<Ended>,
+    /// This tick's audio sent per stream slot, added to the metrics once per tick.
+    tick_sent: Vec<SentCount>,
     /// Peers that connected since the last [`Egress::take_connected`].
     connected: Vec<PeerKey>,
     directory: Arc<StreamDirectory>,
@@ -123,6 +155,7 @@ impl Egress {
             index: HashMap::new(),
             timers: BinaryHeap::new(),
             ended: Vec::new(),
+            tick_sent: Vec::new(),
             connected: Vec::new(),
             directory,
             bitrate,

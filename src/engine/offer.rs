@@ -100,6 +100,14 @@ pub fn needs_ice_lite(offer: &str) -> bool {
 /// show), which move it between simulcast layers (see `egress::Layering`).
 pub const VIEWER_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Whether an audio-only viewer's RTCP reaches the engine as str0m's raw packets: its
+/// receiver reports give the loss in its end line and the stream's loss counter. str0m's own
+/// stats skip a stream it never sent on (the direct fan-out sends without it), so the
+/// reports are read as they arrive. The cost is what the viewer sends: a receiver report
+/// every second or few (no transport-cc feedback, as direct packets carry no extension),
+/// plus str0m's own sender report every 5 s, each handed over as one small event.
+pub const AUDIO_VIEWER_RAW_RTCP: bool = true;
+
 /// Our Opus payload type in answers when the offer does not dictate one.
 const PT_OPUS: u8 = 111;
 
@@ -275,6 +283,8 @@ pub fn accept_with_video(
         // Loss stats choose a viewer's simulcast layer; audio-only viewers need none
         // (a stats event a second per listener is a cost at 10,000 listeners).
         builder = builder.set_stats_interval(Some(VIEWER_STATS_INTERVAL));
+    } else if role == Role::Viewer && AUDIO_VIEWER_RAW_RTCP {
+        builder = builder.enable_raw_packets(true);
     }
     if role == Role::Publisher {
         // Audio is released packet by packet as it arrives; the publisher's jitter buffer

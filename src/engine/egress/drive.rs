@@ -14,6 +14,7 @@ use super::video::VideoFrame;
 use super::viewer::Role;
 use super::Egress;
 use super::Ended;
+use super::Tally;
 use crate::engine::EndReason;
 use crate::engine::PeerKey;
 use crate::engine::Transmitter;
@@ -62,6 +63,28 @@ impl Egress {
                         tracing::debug!(key, "peer connected");
                     }
                     Event::MediaEgressStats(st) => {
+                        // Loss as the viewer reports it: for its end line and the stream's
+                        // counter (the report is cumulative; the counter takes the rise).
+                        if let (
+                            Role::Viewer {
+                                audio: Some((amid, _)),
+                                ..
+                            },
+                            Some(remote),
+                        ) = (&v.role, &st.remote)
+                        {
+                            if st.mid == *amid {
+                                let rise = remote
+                                    .packets_lost
+                                    .saturating_sub(v.reported_lost.unwrap_or(0));
+                                v.reported_lost = Some(remote.packets_lost);
+                                if rise > 0 {
+                                    if let Some(s) = self.streams[v.stream].as_ref() {
+                                        self.metrics.stream_viewer_loss(&s.name, rise);
+                                    }
+                                }
+                            }
+                        }
                         // A viewer's receiver reports: its simulcast layer follows its loss.
                         if let (
                             Role::Viewer {
@@ -123,6 +146,10 @@ impl Egress {
                             self.metrics
                                 .media_received
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if self.tick_sent.len() <= v.stream {
+                                self.tick_sent.resize(v.stream + 1, Default::default());
+                            }
+                            self.tick_sent[v.stream].received += d.data.len() as u64;
                             if Some(d.mid) == p.audio {
                                 // Opus: one packet per MediaData (str0m's audio reordering
                                 // is off; the jitter buffer orders and conceals).
@@ -191,6 +218,20 @@ impl Egress {
                             tracing::debug!(key, to = %path.1, "ICE restart: media on the new pair");
                         }
                     }
+                    Event::RawPacket(raw) => {
+                        // An audio-only viewer's receiver reports (raw RTCP is on for those
+                        // only, see `offer::AUDIO_VIEWER_RAW_RTCP`): str0m keeps no stats
+                        // of a stream it did not send itself, as on the direct path.
+                        if let Some(lost) = reported_loss(&raw) {
+                            let rise = lost.saturating_sub(v.reported_lost.unwrap_or(0));
+                            v.reported_lost = Some(lost);
+                            if rise > 0 {
+                                if let Some(s) = self.streams[v.stream].as_ref() {
+                                    self.metrics.stream_viewer_loss(&s.name, rise);
+                                }
+                            }
+                        }
+                    }
                     _ => {}
                 },
                 Err(e) => {
@@ -223,6 +264,10 @@ impl Egress {
         }
         // Dropping a publisher drops its feed: its input fades out and leaves the mix.
         let s = self.streams[v.stream].as_mut().expect("live stream slot");
+        let mut tally = Tally {
+            packets: v.sent_packets,
+            lost: v.reported_lost,
+        };
         match &v.role {
             Role::Viewer { .. } => self.metrics.viewer_removed(&s.name, reason),
             Role::Publisher(p) => {
@@ -234,6 +279,10 @@ impl Egress {
                 self.directory.set_publishers(&s.name, s.publishers);
                 self.metrics.publisher_removed(&s.name, reason);
                 let st = p.feed.monitor().stats();
+                tally = Tally {
+                    packets: st.packets,
+                    lost: Some(st.lost),
+                };
                 tracing::info!(
                     key,
                     stream = %s.name,
@@ -253,6 +302,29 @@ impl Egress {
             }
         }
         tracing::debug!(key, reason = reason.as_str(), "peer ended");
-        self.ended.push(Ended { key, reason });
+        self.ended.push(Ended { key, reason, tally });
     }
+}
+
+/// The cumulative loss a receiver report (or a sender report's report blocks) gives for the
+/// viewer's one send stream. RFC 3550 makes the count a signed 24-bit number (duplicates can
+/// drive it below zero): read as none lost then.
+fn reported_loss(raw: &str0m::rtp::RawPacket) -> Option<u64> {
+    use str0m::rtp::rtcp::Rtcp;
+    let str0m::rtp::RawPacket::RtcpRx(rtcp) = raw else {
+        return None;
+    };
+    let reports = match rtcp {
+        Rtcp::ReceiverReport(rr) => &rr.reports,
+        Rtcp::SenderReport(sr) => &sr.reports,
+        _ => return None,
+    };
+    reports.iter().next().map(|r| {
+        let lost = r.packets_lost & 0x00ff_ffff;
+        if lost & 0x0080_0000 != 0 {
+            0
+        } else {
+            u64::from(lost)
+        }
+    })
 }

@@ -83,6 +83,7 @@ impl Egress {
                 self.ended.push(Ended {
                     key,
                     reason: EndReason::Failed,
+                    tally: Default::default(),
                 });
                 return;
             }
@@ -91,6 +92,7 @@ impl Egress {
             self.ended.push(Ended {
                 key,
                 reason: EndReason::Failed,
+                tally: Default::default(),
             });
             return;
         };
@@ -134,6 +136,8 @@ impl Egress {
             direct: None,
             restart: None,
             last_heard: now,
+            sent_packets: 0,
+            reported_lost: None,
         });
         self.index.insert(key, idx);
         self.drain(idx, now, tx);

@@ -75,6 +75,10 @@ pub(super) struct Viewer {
     /// When a datagram from the peer last arrived (any kind: STUN, DTLS, RTP, RTCP), to
     /// free a connected viewer's slot once it has gone silent ([`SILENT_PEER_TIMEOUT`]).
     pub(super) last_heard: Instant,
+    /// Audio packets sent to a viewer, and their payload bytes.
+    pub(super) sent_packets: u64,
+    /// The cumulative loss a viewer's last receiver report gave for its audio.
+    pub(super) reported_lost: Option<u64>,
 }
 
 impl Egress {
@@ -99,6 +103,7 @@ impl Egress {
             self.ended.push(Ended {
                 key,
                 reason: EndReason::StreamEnded,
+                tally: Default::default(),
             });
             return;
         };
@@ -121,6 +126,8 @@ impl Egress {
             direct: None,
             restart: None,
             last_heard: now,
+            sent_packets: 0,
+            reported_lost: None,
         });
         self.index.insert(key, idx);
         self.metrics.viewer_added(&self.stream(stream).name);
@@ -148,6 +155,8 @@ impl Egress {
     /// viewer, ends peers that never connected and publishers that stopped sending, removes
     /// streams that ended.
     pub fn fan_out(&mut self, now: Instant, tx: &mut impl Transmitter) {
+        self.tick_sent
+            .resize(self.streams.len(), Default::default());
         let mut idx = 0;
         while idx < self.viewers.len() {
             let v = &mut self.viewers[idx];
@@ -180,6 +189,8 @@ impl Egress {
                 let rtp_time = s.media_time as u32; // RTP timestamps wrap (RFC 3550)
                 if let Some(n) = send_direct(v, frame, rtp_time, &mut self.direct_buf, tx) {
                     self.metrics.transmit(n);
+                    v.sent_packets += 1;
+                    self.tick_sent[v.stream].add(frame.len());
                     idx += 1;
                     continue;
                 }
@@ -209,6 +220,8 @@ impl Egress {
                             self.end(key, EndReason::Failed);
                             continue; // `end` swapped another peer into `idx`
                         }
+                        v.sent_packets += 1;
+                        self.tick_sent[v.stream].add(frame.len());
                         if !self.drain(idx, now, tx) {
                             continue;
                         }
@@ -229,6 +242,20 @@ impl Egress {
         }
         for s in self.streams.iter_mut().flatten() {
             s.media_time += FRAME_SAMPLES as u64;
+        }
+        // Per-stream counts once per tick, not per packet.
+        for (slot, sent) in self.tick_sent.iter_mut().enumerate() {
+            if sent.packets > 0 || sent.received > 0 {
+                if let Some(s) = self.streams.get(slot).and_then(|s| s.as_ref()) {
+                    if sent.packets > 0 {
+                        self.metrics.stream_sent(&s.name, sent.packets, sent.bytes);
+                    }
+                    if sent.received > 0 {
+                        self.metrics.stream_received(&s.name, sent.received);
+                    }
+                }
+                *sent = Default::default();
+            }
         }
         self.request_keyframes(now, tx);
         self.forward_video(now, tx);
