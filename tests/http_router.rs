@@ -54,6 +54,7 @@ fn harness(max_viewers: usize) -> Harness {
         }),
         demux,
         next_key: AtomicU64::new(1),
+        recordings: Default::default(),
         event_streams: Default::default(),
     }));
     Harness {

@@ -52,6 +52,7 @@ fn harness(auth: AuthConfig, max_publishers: usize) -> Harness {
         }),
         demux,
         next_key: AtomicU64::new(1),
+        recordings: Default::default(),
         event_streams: Default::default(),
     }));
     Harness {
