@@ -11,6 +11,7 @@ use serde::Deserialize;
 mod effective;
 
 use crate::media::sources::SourceSpec;
+use crate::record::RecordConfig;
 use crate::signal::auth::{Access, Secret};
 use crate::signal::listen::HttpLimits;
 use crate::streams::VideoSource;
@@ -286,6 +287,8 @@ pub struct Config {
     pub max_pending_per_ip: usize,
     /// HTTP timeouts and the per-address connection cap.
     pub http: HttpLimits,
+    /// Which streams are recorded, where (`record`).
+    pub record: RecordConfig,
 }
 
 impl Config {
@@ -314,6 +317,7 @@ impl Config {
             // tests (tests/hostile_udp.rs sets it).
             max_pending_per_ip: DEFAULT_MAX_VIEWERS,
             http: HttpLimits::default(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -342,6 +346,9 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     max_connections_per_ip: Option<usize>,
+    record: Vec<String>,
+    record_dir: Option<PathBuf>,
+    record_segment_seconds: Option<u64>,
     streams: BTreeMap<String, FileStream>,
     /// The file's folder (not a key: set by `read_file`).
     #[serde(skip)]
@@ -355,6 +362,7 @@ struct FileStream {
     video: Option<VideoSource>,
     publish_tokens: Vec<Secret>,
     read_tokens: Vec<Secret>,
+    record: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,6 +528,27 @@ pub struct ServeArgs {
     /// at once [default: 64].
     #[arg(long, env = "MIXCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+
+    /// Record stream NAME's mix (Ogg Opus, the packets viewers get) whenever it exists,
+    /// a configured stream from start-up, one a publisher creates from then on: a new
+    /// file each time it appears, cut every --record-segment-seconds. Repeatable, or
+    /// NAME,NAME.
+    #[arg(
+        long = "record",
+        env = "MIXCAST_RECORD",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub record: Vec<String>,
+
+    /// The folder recordings go to, made when needed [default: recordings].
+    #[arg(long, env = "MIXCAST_RECORD_DIR", value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// A recording goes on in a new file after this many seconds of the stream (1 to
+    /// 86400) [default: 3600].
+    #[arg(long, env = "MIXCAST_RECORD_SEGMENT_SECONDS", value_name = "SECS")]
+    pub record_segment_seconds: Option<u64>,
 
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
@@ -743,6 +772,45 @@ impl ServeArgs {
                 "max_connections_per_ip must be at least 1".into(),
             ));
         }
+        let mut recorded: std::collections::BTreeSet<String> = file
+            .streams
+            .iter()
+            .filter(|(_, s)| s.record)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let named = (file.record.iter().map(|n| ("record", n)))
+            .chain(self.record.iter().map(|n| ("--record", n)));
+        for (key, name) in named {
+            let name = name.trim();
+            if !valid_stream_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {name:?}: not a stream name"
+                )));
+            }
+            recorded.insert(name.to_string());
+        }
+        let segment = self
+            .record_segment_seconds
+            .or(file.record_segment_seconds)
+            .map_or(Ok(crate::record::DEFAULT_SEGMENT), |s| {
+                if (1..=crate::record::MAX_SEGMENT_SECONDS).contains(&s) {
+                    Ok(std::time::Duration::from_secs(s))
+                } else {
+                    Err(ConfigError::Invalid(format!(
+                        "record_segment_seconds {s}: takes 1 to {}",
+                        crate::record::MAX_SEGMENT_SECONDS
+                    )))
+                }
+            })?;
+        let record = RecordConfig {
+            dir: match (&self.record_dir, &file.record_dir) {
+                (Some(flag), _) => flag.clone(),
+                (None, Some(in_file)) => file_relative(file.base.as_deref(), in_file),
+                (None, None) => PathBuf::from(crate::record::DEFAULT_RECORD_DIR),
+            },
+            streams: recorded,
+            segment,
+        };
         let mut public_ips = file.public_ips;
         public_ips.extend(self.public_ips.iter().copied());
         let mut ice_servers = file.ice_servers;
@@ -777,6 +845,7 @@ impl ServeArgs {
             tx_threads,
             max_pending_per_ip,
             http,
+            record,
         })
     }
 }
@@ -1075,6 +1144,57 @@ read_tokens = ["radio-read"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("--read-token"), "{err}");
+    }
+
+    #[test]
+    fn recording_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mixcast.toml");
+        std::fs::write(
+            &conf,
+            "record_dir = \"rec\"\nrecord_segment_seconds = 600\nrecord = [\"mic\"]\n\
+             [streams.radio]\nsources = [\"tone\"]\nrecord = true\n\
+             [streams.talk]\nsources = [\"tone\"]\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(conf),
+            ..Default::default()
+        };
+        let r = args.resolve().unwrap().record;
+        assert_eq!(r.dir, dir.path().join("rec"), "the file's folder's");
+        assert_eq!(r.segment, std::time::Duration::from_secs(600));
+        assert_eq!(r.streams, ["mic".to_string(), "radio".to_string()].into());
+        // Flags add streams (a name not configured is recorded when a publisher makes
+        // it), and override the folder and the segment.
+        args.record = vec!["talk".into(), "later".into()];
+        args.record_dir = Some("elsewhere".into());
+        args.record_segment_seconds = Some(1);
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            c.record.dir,
+            PathBuf::from("elsewhere"),
+            "a flag's is the cwd's"
+        );
+        assert_eq!(c.record.segment, std::time::Duration::from_secs(1));
+        let names: Vec<&str> = c.record.streams.iter().map(String::as_str).collect();
+        assert_eq!(names, ["later", "mic", "radio", "talk"]);
+        assert!(
+            c.streams
+                .iter()
+                .all(|s| s.name != "later" && s.name != "mic"),
+            "--record and `record = [...]` configure no stream"
+        );
+        // The defaults: nothing recorded, `recordings` in the working directory, an hour.
+        let d = ServeArgs::default().resolve().unwrap().record;
+        assert!(!d.any());
+        assert_eq!(d.dir, PathBuf::from("recordings"));
+        assert_eq!(d.segment, std::time::Duration::from_secs(3600));
+        for bad in [0, 86_401] {
+            args.record_segment_seconds = Some(bad);
+            let e = args.resolve().unwrap_err().to_string();
+            assert!(e.contains("record_segment_seconds"), "{e}");
+        }
     }
 
     #[test]

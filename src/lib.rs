@@ -20,6 +20,8 @@
 //! - `mixcast-http` (tokio): [`signal`], the HTTP API. Never touches a running `Rtc`.
 //! - `mixcast-rx`: [`net::rx`], reads the socket, routes with [`net::demux`].
 //! - `mixcast-tx`: [`media::tx`], owns every viewer through [`engine::egress::Egress`].
+//! - `mixcast-record` (only when a stream is recorded): [`record`], writes the files; the
+//!   TX thread hands it each recorded stream's packet over a bounded queue.
 //!
 //! ## Where to start reading
 //! [`server::Server::start`] wires everything; [`engine::egress`] is the heart (sans-IO,
@@ -41,6 +43,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod record;
 pub mod server;
 pub mod sessions;
 pub mod signal;

@@ -211,6 +211,11 @@ fn check_config(config: &mixcast::config::Config) -> ExitCode {
             problems.push(format!("TLS: {e}"));
         }
     }
+    if config.record.any() {
+        if let Err(e) = mixcast::record::check_dir(&config.record.dir) {
+            problems.push(e);
+        }
+    }
     // Bound and released at once: a port another program holds fails here, not later.
     if config.http_port != 0 {
         let addr = std::net::SocketAddr::new(config.bind, config.http_port);

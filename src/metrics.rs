@@ -114,6 +114,9 @@ pub struct Metrics {
     mixer_encodes: AtomicU64,
     /// Stream frames sent as the kept silence packet, not encoded.
     mixer_silence_reused: AtomicU64,
+    /// Audio packets and video frames a recording lost because its writer thread's queue
+    /// was full (the disk fell behind; `record`).
+    pub recording_dropped: AtomicU64,
     /// Per-stream media counts.
     per_stream: per_stream::PerStream,
 }
@@ -344,6 +347,11 @@ impl Metrics {
                 "mixcast_mixer_silence_reused_total",
                 "Stream frames sent as the kept silence packet instead of encoded.",
                 &self.mixer_silence_reused,
+            ),
+            (
+                "mixcast_recording_dropped_total",
+                "Audio packets and video frames not recorded: the recording writer's queue was full.",
+                &self.recording_dropped,
             ),
         ] {
             let _ = writeln!(

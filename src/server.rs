@@ -25,6 +25,7 @@ use crate::media::tx::{
 };
 use crate::metrics::Metrics;
 use crate::net::{owner_queue, rx, socket};
+use crate::record::{Recorder, Recordings};
 use crate::sessions::Sessions;
 use crate::signal::{self, AppState, Shared, TxHandle, TxThreads};
 use crate::streams::StreamDirectory;
@@ -81,7 +82,13 @@ impl Server {
             )),
             None => None,
         };
+        // The recording folder next, for the same reason: one line and exit 2 if it
+        // cannot be made or written.
+        if config.record.any() {
+            crate::record::prepare_dir(&config.record.dir).map_err(StartError::Config)?;
+        }
         let metrics = Arc::new(Metrics::default());
+        let recordings = Arc::new(Recordings::default());
         let sessions = Arc::new(Sessions::with_max_pending_per_ip(config.max_pending_per_ip));
 
         let mut mixes = Vec::new();
@@ -175,7 +182,26 @@ impl Server {
         }
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(TX_COMMAND_CAPACITY);
         let (queue_tx, queue_rx) = owner_queue();
-        let egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
+        let mut egress = Egress::new(mixes, directory.clone(), config.bitrate, metrics.clone());
+        let mut record_join = None;
+        if config.record.any() {
+            let (recorder, join) =
+                Recorder::start(&config.record, metrics.clone(), recordings.clone())?;
+            egress.set_recorder(recorder);
+            record_join = Some(join);
+            tracing::info!(
+                "recording {} into {} (a new file every {} s of a stream)",
+                config
+                    .record
+                    .streams
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config.record.dir.display(),
+                config.record.segment.as_secs()
+            );
+        }
         let role = TxRole::Mixing { others };
         let tx_join = spawn_tx(0, role, egress, queue_rx, cmd_rx)?;
         let mut handles = vec![TxHandle {
@@ -222,6 +248,7 @@ impl Server {
             },
             demux: demux_tx,
             next_key: AtomicU64::new(1),
+            recordings,
             event_streams: Default::default(),
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -284,6 +311,8 @@ impl Server {
             stop_rx,
             threads: {
                 joins.push(rx_join);
+                // Last: it closes the files once the mixing TX thread has stopped.
+                joins.extend(record_join);
                 joins
             },
             http_stop: Some(http_stop),

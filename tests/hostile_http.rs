@@ -10,17 +10,19 @@ mod live_signal;
 #[path = "common/raw_http.rs"]
 mod raw_http;
 
+#[path = "common/offers.rs"]
+mod offers;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mixcast::client::whep::{play, PlayOptions};
 use mixcast::config::Config;
 use mixcast::server::Server;
 use mixcast::signal::listen::HttpLimits;
 use raw_http::{exchange, request, Reply};
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
+use str0m::media::Direction;
 
 /// Longest any one case may take (the server's timeouts are 1 s here).
 const BOUND: Duration = Duration::from_secs(5);
@@ -43,16 +45,11 @@ static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 /// An offer from a str0m client with one audio m-line (`send`: a publisher's).
 fn offer(send: bool) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    let dir = if send {
+    offers::audio(if send {
         Direction::SendOnly
     } else {
         Direction::RecvOnly
-    };
-    api.add_media(MediaKind::Audio, dir, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
+    })
 }
 
 /// `sdp` with every line starting with `prefix` replaced by `with` (none: removed).

@@ -1,9 +1,11 @@
 //! The HTTP router without a socket (`oneshot`): every status code the WHEP endpoint and
 //! the session URL can answer.
 
+#[path = "common/offers.rs"]
+mod offers;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
@@ -17,7 +19,7 @@ use mixcast::sessions::Sessions;
 use mixcast::signal::{app, AppState, Shared, TxHandle, TxThreads};
 use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, IceCreds, Rtc};
+use str0m::IceCreds;
 use tower::ServiceExt;
 
 struct Harness {
@@ -52,6 +54,7 @@ fn harness(max_viewers: usize) -> Harness {
         }),
         demux,
         next_key: AtomicU64::new(1),
+        recordings: Default::default(),
         event_streams: Default::default(),
     }));
     Harness {
@@ -67,17 +70,12 @@ fn router(h: &Harness) -> Router {
 
 /// A real offer from a str0m client: one recvonly audio m-line.
 fn offer(with_audio: bool) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
     let kind = if with_audio {
         MediaKind::Audio
     } else {
         MediaKind::Video
     };
-    api.add_media(kind, Direction::RecvOnly, None, None, None);
-    let (offer, _pending) = api.apply().unwrap();
-    offer.to_sdp_string()
+    offers::media(&[(kind, Direction::RecvOnly)])
 }
 
 async fn send(r: &Router, req: Request<Body>) -> Response<Body> {

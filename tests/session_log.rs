@@ -14,6 +14,9 @@ mod raw_http;
 #[path = "common/server_log.rs"]
 mod server_log;
 
+#[path = "common/offers.rs"]
+mod offers;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,15 +27,10 @@ use mixcast::signal::auth::Secret;
 use mixcast::signal::refusal::REFUSAL_LOG_EVERY;
 use raw_http::{exchange, request};
 use server_log::ServerLog;
-use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
+use str0m::media::Direction;
 
 fn offer(direction: Direction) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, direction, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
+    offers::audio(direction)
 }
 
 /// The capture, installed once for the tests of this binary.
@@ -182,5 +180,55 @@ fn refusals_in_a_loop_log_one_line_per_interval() {
         "{}",
         viewers[1]
     );
+    server.shutdown();
+}
+
+/// A stream a publisher creates is announced once, naming the publisher's session and
+/// address (not once by signalling and again by the TX thread), and its removal names it.
+#[test]
+fn a_stream_created_by_a_publisher_is_logged_once() {
+    use mixcast::client::whip::{PublishOptions, Publisher};
+    use mixcast::media::sources::ToneSource;
+    let log = log();
+    let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
+    let publisher = Publisher::start(PublishOptions::new(
+        format!("http://{}/onelog/whip", server.http_addr()),
+        Box::new(ToneSource::sine(440, 660, 0.25)),
+        Duration::from_secs(30),
+    ))
+    .expect("the publisher connects");
+    let id = publisher
+        .session_url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    publisher.stop().expect("the publisher stops");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (created, removed) = loop {
+        let lines: Vec<String> = log.lines().into_iter().map(|l| l.message).collect();
+        let created: Vec<String> = lines
+            .iter()
+            .filter(|m| m.contains("\"onelog\" created") || m.contains("stream created"))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = lines
+            .iter()
+            .filter(|m| m.starts_with("stream \"onelog\" removed"))
+            .cloned()
+            .collect();
+        if !removed.is_empty() || Instant::now() > deadline {
+            break (created, removed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert!(
+        created[0].starts_with(&format!(
+            "stream \"onelog\" created by publisher {id} from 127.0.0.1:"
+        )),
+        "{created:?}"
+    );
+    assert_eq!(removed.len(), 1, "the stream's removal is logged by name");
     server.shutdown();
 }

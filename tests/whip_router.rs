@@ -2,10 +2,12 @@
 //! streams on demand, and who may publish (the loopback rule and Bearer tokens, also for
 //! reading over WHEP).
 
+#[path = "common/offers.rs"]
+mod offers;
+
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -21,7 +23,6 @@ use mixcast::signal::auth::Secret;
 use mixcast::signal::{app, AppState, Shared, TxHandle, TxThreads};
 use mixcast::streams::StreamDirectory;
 use str0m::media::{Direction, MediaKind};
-use str0m::{Candidate, Rtc};
 use tower::ServiceExt;
 
 struct Harness {
@@ -51,6 +52,7 @@ fn harness(auth: AuthConfig, max_publishers: usize) -> Harness {
         }),
         demux,
         next_key: AtomicU64::new(1),
+        recordings: Default::default(),
         event_streams: Default::default(),
     }));
     Harness {
@@ -62,15 +64,11 @@ fn harness(auth: AuthConfig, max_publishers: usize) -> Harness {
 
 /// A real offer from a str0m client: audio (and optionally video) in `direction`.
 fn offer(direction: Direction, video: bool) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, direction, None, None, None);
+    let mut lines = vec![(MediaKind::Audio, direction)];
     if video {
-        api.add_media(MediaKind::Video, direction, None, None, None);
+        lines.push((MediaKind::Video, direction));
     }
-    let (offer, _pending) = api.apply().unwrap();
-    offer.to_sdp_string()
+    offers::media(&lines)
 }
 
 const LOOPBACK: &str = "127.0.0.1:40000";

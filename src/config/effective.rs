@@ -63,6 +63,29 @@ impl Config {
             "allow_public_publish".into(),
             Value::Boolean(self.auth.allow_public_publish),
         );
+        // The recorded streams as the top-level list (`--record`'s key): a stream named
+        // there is recorded whenever it exists without being configured by it.
+        t.insert(
+            "record".into(),
+            Value::Array(
+                self.record
+                    .streams
+                    .iter()
+                    .map(|s| Value::String(s.clone()))
+                    .collect(),
+            ),
+        );
+        // Absolute: the folder the server would use, whichever folder this file is
+        // saved in (a relative path in a config file is the file's folder's).
+        let dir = std::path::absolute(&self.record.dir).unwrap_or_else(|_| self.record.dir.clone());
+        t.insert(
+            "record_dir".into(),
+            Value::String(dir.display().to_string()),
+        );
+        t.insert(
+            "record_segment_seconds".into(),
+            int(self.record.segment.as_secs()),
+        );
 
         let mut redacted = Vec::new();
         tokens(&self.auth.publish, "publish_tokens", &mut redacted);

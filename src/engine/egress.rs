@@ -127,6 +127,8 @@ pub struct Egress {
     direct_buf: Vec<u8>,
     /// A TX thread that does not mix: its streams are mirrors (see [`Egress::mirror`]).
     mirror: bool,
+    /// Where recorded streams' packets go (see [`Egress::set_recorder`]).
+    recorder: Option<crate::record::Recorder>,
 }
 
 impl Egress {
@@ -164,7 +166,21 @@ impl Egress {
             direct: true,
             direct_buf: vec![0; crate::net::MAX_DATAGRAM],
             mirror: false,
+            recorder: None,
         }
+    }
+
+    /// Records the streams `recorder` is for: those that exist now, and those that appear
+    /// later (each appearance a recording of its own). Only on the mixing thread (a
+    /// mirror's streams are the mixing thread's).
+    pub fn set_recorder(&mut self, mut recorder: crate::record::Recorder) {
+        if self.mirror {
+            return;
+        }
+        for s in self.streams.iter_mut().flatten() {
+            s.recording = recorder.begin(&s.name);
+        }
+        self.recorder = Some(recorder);
     }
 
     /// An engine for a TX thread that does not mix: it owns viewers only, and each tick's

@@ -56,6 +56,11 @@ impl MixEncoder {
         }
     }
 
+    /// The encoder's delay in samples (see [`Encoder::lookahead`]).
+    pub fn lookahead(&mut self) -> u32 {
+        self.encoder.lookahead()
+    }
+
     /// The packet of a silent frame, when the encoder has settled on silence: a stream with
     /// no input can send it without even mixing.
     pub fn resting(&self) -> Option<&Arc<[u8]>> {

@@ -64,6 +64,12 @@ impl Encoder {
         let len = out.len().min(MAX_PACKET);
         self.inner.encode(pcm, &mut out[..len])
     }
+
+    /// The encoder's delay in 48 kHz samples: its first packets decode to this many
+    /// samples before the input starts (an Ogg Opus file's pre-skip, RFC 7845).
+    pub fn lookahead(&mut self) -> u32 {
+        self.inner.lookahead()
+    }
 }
 
 /// True when `packet` carries in-band FEC (SILK LBRR data) for the packet before it, i.e.
@@ -164,6 +170,10 @@ mod backend {
                 .encode_float(pcm, out)
                 .map_err(|e| CodecError::Codec(e.to_string()))
         }
+
+        pub(super) fn lookahead(&mut self) -> u32 {
+            self.0.lookahead()
+        }
     }
 
     pub(super) struct Decoder(ropus::Decoder);
@@ -233,6 +243,11 @@ mod backend {
         pub(super) fn encode(&mut self, pcm: &Frame, out: &mut [u8]) -> Result<usize, CodecError> {
             self.0.encode_float(pcm, out).map_err(err)
         }
+
+        /// libopus's OPUS_GET_LOOKAHEAD (312 at 48 kHz for this application).
+        pub(super) fn lookahead(&mut self) -> u32 {
+            self.0.get_lookahead().map_or(312, |n| n.max(0) as u32)
+        }
     }
 
     pub(super) struct Decoder(opus::Decoder);
@@ -277,6 +292,41 @@ mod tests {
     use super::*;
     use rustfft::{num_complex::Complex32, FftPlanner};
     use std::f32::consts::PI;
+
+    /// The lookahead the encoder reports is its real delay: decoded, a signal comes out
+    /// that many samples late (what an Ogg Opus file's pre-skip must remove).
+    #[test]
+    fn lookahead_is_the_measured_delay() {
+        let mut enc = Encoder::new(0).unwrap();
+        let mut dec = Decoder::new().unwrap();
+        // A sweep (no period a lag could alias to), 0.3 of full scale, on both channels.
+        let n = 20 * FRAME_SAMPLES;
+        let input: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f32 / SAMPLE_RATE as f32;
+                0.3 * (2.0 * PI * (200.0 * t + 2000.0 * t * t)).sin()
+            })
+            .collect();
+        let mut output: Vec<f32> = Vec::new();
+        let mut packet = vec![0; MAX_PACKET];
+        for chunk in input.chunks_exact(FRAME_SAMPLES) {
+            let mut frame = [0f32; FRAME_LEN];
+            for (i, &x) in chunk.iter().enumerate() {
+                frame[2 * i] = x;
+                frame[2 * i + 1] = x;
+            }
+            let len = enc.encode(&frame, &mut packet).unwrap();
+            let mut out = [0f32; FRAME_LEN];
+            dec.decode(&packet[..len], &mut out).unwrap();
+            output.extend(out.iter().step_by(2));
+        }
+        let corr = |lag: usize| -> f32 { (0..n - 1000).map(|i| input[i] * output[i + lag]).sum() };
+        let best = (0..1000)
+            .max_by(|&a, &b| corr(a).total_cmp(&corr(b)))
+            .unwrap();
+        assert_eq!(best as u32, enc.lookahead(), "measured delay vs lookahead");
+        assert_eq!(enc.lookahead(), 312);
+    }
 
     /// `frames` frames of the built-in test signal: 440 Hz left, 660 Hz right, 0.25,
     /// sounding 800 ms of every second with 5 ms fades.

@@ -1,4 +1,4 @@
-//! The web page (compiled in from `static/`), the stream list and `/metrics`.
+//! The web page (compiled in from `static/`), the stream list, the recordings and `/metrics`.
 
 use std::net::SocketAddr;
 
@@ -101,6 +101,22 @@ pub(crate) fn stream_view(state: &AppState, name: &str) -> Option<StreamView> {
 /// token, a request without one gets an empty list.
 pub async fn streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     axum::Json(serde_json::json!({ "streams": visible_streams(&state, &headers) }))
+}
+
+/// `GET /api/recordings`: `{"recordings":[{"file":…,"stream":…,"bytes":…,"started":…,
+/// "duration_seconds":…,"recording":true|false}]}`, this run's recordings in the order they
+/// started, each listed only to a request that may read its stream (the rule of
+/// [`streams`]).
+pub async fn recordings(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let read = &state.0.auth.read;
+    let list: Vec<_> = state
+        .0
+        .recordings
+        .list()
+        .into_iter()
+        .filter(|r| auth::check(&headers, &read.access(&r.stream)).is_ok())
+        .collect();
+    axum::Json(serde_json::json!({ "recordings": list }))
 }
 
 /// `GET /metrics`: who may read it is [`auth::check_metrics`]'s rule.

@@ -470,7 +470,12 @@ async fn create(
         Role::Publisher => {
             // The stream exists for viewers from now on, before the TX thread has its mix.
             match state.0.directory.create_on_demand(&stream) {
-                Ok(true) => tracing::info!(stream, "stream created on demand"),
+                Ok(true) => tracing::info!(
+                    stream,
+                    "stream {} created by publisher {id} from {}",
+                    shown(&stream),
+                    client_text(peer)
+                ),
                 Ok(false) => {}
                 Err(full) => {
                     // Another POST took the last slot since the early check.

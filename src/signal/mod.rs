@@ -126,6 +126,8 @@ pub struct Shared {
     pub demux: Sender<DemuxCommand>,
     /// The next session key.
     pub next_key: AtomicU64,
+    /// The recordings made since start-up (`GET /api/recordings`).
+    pub recordings: Arc<crate::record::Recordings>,
     /// Open server-sent event streams, capped.
     pub event_streams: events::EventStreams,
 }
@@ -137,6 +139,7 @@ pub fn app(state: AppState) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/style.css", get(assets::style_css))
         .route("/api/streams", get(assets::streams))
+        .route("/api/recordings", get(assets::recordings))
         .route("/api/events", get(events::api_events))
         .route("/metrics", get(assets::metrics))
         .route(

@@ -78,6 +78,22 @@ impl ServerBinary {
         self.child.id()
     }
 
+    /// Sends SIGINT (as Ctrl-C does) and waits up to `timeout` for the process to exit;
+    /// its exit status, or None if it did not exit in time (it is killed on drop).
+    pub fn interrupt(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with the pid of a child we spawned and not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

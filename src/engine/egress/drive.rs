@@ -174,6 +174,18 @@ impl Egress {
                                     d.last_sender_info.as_ref(),
                                     d.network_time,
                                 );
+                                if let (Some((0, _)), Some(id), Some(r)) =
+                                    (forwarded, s.recording, &mut self.recorder)
+                                {
+                                    r.video(
+                                        id,
+                                        &s.name,
+                                        d.params.spec().codec,
+                                        d.is_keyframe(),
+                                        d.time,
+                                        &d.data,
+                                    );
+                                }
                                 if let Some((layer, layers)) = forwarded {
                                     self.video_out.push(VideoFrame {
                                         stream: v.stream,

@@ -63,6 +63,8 @@ pub struct StreamMix {
     /// A viewer needs a keyframe (joined, or reported loss), and when we last asked.
     pub(super) keyframe_wanted: bool,
     pub(super) last_keyframe_request: Option<Instant>,
+    /// The id of its recording, when it is recorded (see [`crate::record::Recorder`]).
+    pub(super) recording: Option<u64>,
 }
 
 impl StreamMix {
@@ -84,6 +86,7 @@ impl StreamMix {
             video_source: None,
             keyframe_wanted: false,
             last_keyframe_request: None,
+            recording: None,
         }
     }
 
@@ -111,6 +114,7 @@ impl StreamMix {
             video_source: None,
             keyframe_wanted: false,
             last_keyframe_request: None,
+            recording: None,
         }
     }
 
@@ -170,8 +174,11 @@ impl Egress {
     }
 
     /// Puts `mix` in a free slot.
-    pub(super) fn insert_stream(&mut self, mix: StreamMix) -> usize {
+    pub(super) fn insert_stream(&mut self, mut mix: StreamMix) -> usize {
         let name = mix.name.to_string();
+        if let (false, Some(r)) = (self.mirror, &mut self.recorder) {
+            mix.recording = r.begin(&name);
+        }
         let slot = match self.streams.iter().position(Option::is_none) {
             Some(free) => {
                 self.streams[free] = Some(mix);
@@ -201,7 +208,8 @@ impl Egress {
         let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
         let slot = self.insert_stream(mix);
         self.directory.ensure(name);
-        tracing::info!(stream = name, "stream created by a publisher");
+        // Signalling has said who created it (one INFO line per stream, not two).
+        tracing::debug!(stream = name, "mix started for an on-demand stream");
         Some(slot)
     }
 
@@ -238,7 +246,21 @@ impl Egress {
             };
         }
         self.metrics.mixed(fresh, reused);
+        self.record_frames();
         self.sync_wallclocks(now);
+    }
+
+    /// Hands each recorded stream's frame of this tick to the recorder (never blocks).
+    fn record_frames(&mut self) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        for s in self.streams.iter_mut().flatten() {
+            if let (Some(id), Some(encoder)) = (s.recording, &mut s.encoder) {
+                let pre_skip = encoder.lookahead();
+                recorder.audio(id, &s.name, s.frame.as_ref(), s.media_time, pre_skip);
+            }
+        }
     }
 
     /// This tick's frames (after [`Egress::encode`]), for the TX threads that do not mix.
@@ -328,11 +350,14 @@ impl Egress {
             }
             if let Some(s) = self.streams[slot].take() {
                 self.by_name.remove(&*s.name);
+                if let (Some(id), Some(r)) = (s.recording, &mut self.recorder) {
+                    r.end(id);
+                }
                 if self.mirror {
                     tracing::debug!(stream = %s.name, "mirror stream removed: no frame for {MIRROR_GRACE:?}");
                 } else {
                     self.directory.remove(&s.name);
-                    tracing::info!(stream = %s.name, "stream removed: no input (and no viewer for {UNWATCHED_STREAM_GRACE:?}, or none for {STREAM_GRACE:?})");
+                    tracing::info!(stream = %s.name, "stream {:?} removed: no input (and no viewer for {UNWATCHED_STREAM_GRACE:?}, or none for {STREAM_GRACE:?})", s.name);
                 }
             }
         }
