@@ -8,7 +8,6 @@ mod driver;
 mod http;
 pub mod link_stats;
 pub mod load;
-pub mod ogg_opus_out;
 pub mod progress;
 pub mod pull;
 pub mod push;

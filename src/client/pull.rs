@@ -5,7 +5,6 @@
 //!
 //! Owns the output side only: the session is [`play_into`] (src/client/whep.rs).
 
-use super::ogg_opus_out::OggOpusWriter;
 use super::progress::{clock, loss_text, rtt_text, Levels, Progress};
 use super::push::parse_seconds;
 use super::signals::StopFlag;
@@ -13,6 +12,7 @@ use super::wav_out::{s16le, WavWriter};
 use super::whep::{play_into, PlayOptions, PlayReport, PlaySink};
 use super::{endpoint_address, local_address_for, CommandError};
 use crate::media::SAMPLE_RATE;
+use crate::record::OggOpusWriter;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 /// How long past `--seconds` of wall time a pull waits for audio that does not come (a
 /// stream with gaps) before it ends with what it has.
 const STALL_GRACE: Duration = Duration::from_secs(10);
+/// The serial number of the one Ogg stream of a pulled file.
+const OGG_SERIAL: u32 = 0x6d69_7863; // "mixc"
 
 /// The options of `mixcast pull`.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,16 +77,20 @@ impl Output {
         let kind = match ext.as_deref() {
             Some("wav" | "wave") => "wav",
             Some("ogg" | "opus" | "oga") => "ogg",
-            _ => return Err(CommandError::Usage(format!(
+            _ => {
+                return Err(CommandError::Usage(format!(
                 "bad --out {out:?}: expected a name ending in .wav, .ogg or .opus, or - for stdout"
-            ))),
+            )))
+            }
         };
         let file = File::create(&path)
             .map(BufWriter::new)
             .map_err(|e| CommandError::Usage(format!("--out {out}: {e}")))?;
         let made = match kind {
             "wav" => WavWriter::new(file).map(Output::Wav),
-            _ => OggOpusWriter::new(file).map(Output::Ogg),
+            // No pre-skip: the packets are a live stream's, long past its encoder's delay.
+            _ => OggOpusWriter::new(file, OGG_SERIAL, 0, &[("ENCODER", "mixcast pull")])
+                .map(Output::Ogg),
         };
         made.map_err(|e| CommandError::Failed(format!("--out {out}: {e}")))
     }
@@ -136,7 +142,7 @@ impl PlaySink for Pull<'_> {
             return;
         }
         if let Output::Ogg(w) = &mut self.out {
-            let written = w.write(packet, lost_before);
+            let written = w.write_after_loss(packet, lost_before);
             self.ogg_frames = (w.seconds() * f64::from(SAMPLE_RATE)).round() as u64;
             self.note(written);
         }
