@@ -548,3 +548,128 @@ fn help_explains_push_and_pull() {
         }
     }
 }
+
+#[test]
+fn tokens_bind_and_bitrate() {
+    let _serial = serial();
+    let server = ServerBinary::start(
+        &[
+            "--publish-token",
+            "pub-secret",
+            "--read-token",
+            "read-secret",
+        ],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let push_url = format!("http://{}/mic/whip", server.http);
+
+    // A refusal that would repeat ends the push: status 1, one line naming it.
+    let mut refused = Client::start(
+        &["push", &push_url, "--token", "wrong", "--seconds", "5"],
+        dir.path(),
+        "refused",
+    );
+    let status = refused.wait(Duration::from_secs(15));
+    let said = refused.stderr();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(said.contains("401"), "{said}");
+
+    // The right token, a lower bitrate, an explicit local address.
+    let mut push = Client::start(
+        &[
+            "push",
+            &push_url,
+            "--token",
+            "pub-secret",
+            "--bitrate",
+            "48",
+            "--bind",
+            "127.0.0.1",
+            "--seconds",
+            "8",
+        ],
+        dir.path(),
+        "push",
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || push
+            .stderr()
+            .contains("push: connected to")),
+        "{}",
+        push.stderr()
+    );
+    let wav = dir.path().join("mic.wav");
+    let pull_url = format!("http://{}/mic/whep", server.http);
+    let wav_arg = wav.to_str().unwrap();
+    let mut pull = Client::start(
+        &[
+            "pull",
+            &pull_url,
+            "--seconds",
+            "2",
+            "--out",
+            wav_arg,
+            "--token",
+            "wrong",
+        ],
+        dir.path(),
+        "pull-refused",
+    );
+    let status = pull.wait(Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a wrong read token: {}",
+        pull.stderr()
+    );
+    let mut pull = Client::start(
+        &[
+            "pull",
+            &pull_url,
+            "--seconds",
+            "2",
+            "--out",
+            wav_arg,
+            "--token",
+            "read-secret",
+            "--bind",
+            "127.0.0.1",
+        ],
+        dir.path(),
+        "pull",
+    );
+    let status = pull.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}", pull.stderr());
+    let (_, pcm) = read_wav(&wav);
+    // The pushed `tone`: the test signal, beeping.
+    live_signal::check(&pcm, 1.5).unwrap_or_else(|e| panic!("{e}"));
+
+    let status = push.wait(Duration::from_secs(20));
+    let said = push.stderr();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("done"), "{said}");
+    // Opus at 48 kbit/s: the payload rate the progress lines show stays well under the
+    // default 128 kbit/s (which reads about 118 on this beeping signal).
+    let rates: Vec<f32> = said
+        .lines()
+        .filter(|l| l.contains(" sent, ") && l.contains("kbit/s"))
+        .filter_map(|l| {
+            l.split(" sent, ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(rates.len() >= 2, "{said}");
+    // The first interval began before the connection; the later ones are whole.
+    for r in &rates[1..] {
+        assert!(
+            (30.0..60.0).contains(r),
+            "{r} kbit/s at --bitrate 48:\n{said}"
+        );
+    }
+}
