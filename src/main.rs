@@ -53,6 +53,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up: the size of the server's options costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (also what runs with no subcommand).
