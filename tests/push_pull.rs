@@ -9,12 +9,17 @@
 //! - the server stopped mid-push (SIGTERM) and started again on the same ports: the push
 //!   comes back by itself and a viewer hears it;
 //! - Ctrl-C on push DELETEs the session (the server logs it ended "closed") and exits 0;
-//!   bad arguments exit 2 with one line.
+//!   bad arguments exit 2 with one line;
+//! - another WHIP/WHEP server: pion v3 (tests/interop/pion_peer in `-mode serve`, built
+//!   from Debian's Go packages by tests/common/pion.rs) receives our push, whose Opus RTP
+//!   packets it writes out for us to decode, and serves its own tone to our pull.
 
 #[path = "common/binary.rs"]
 mod binary;
 #[path = "common/live_signal.rs"]
 mod live_signal;
+#[path = "common/pion.rs"]
+mod pion;
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/tone.rs"]
@@ -672,4 +677,115 @@ fn tokens_bind_and_bitrate() {
             "{r} kbit/s at --bitrate 48:\n{said}"
         );
     }
+}
+
+#[test]
+fn push_into_and_pull_from_a_pion_server() {
+    const TEST: &str = "push_into_and_pull_from_a_pion_server";
+    let _serial = serial();
+    let Some(peer) = pion::pion_peer(TEST) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    // What pion serves to viewers: our encoder's 900/1300 Hz, looped every 2 s.
+    let (serve_left, serve_right) = (900.0, 1300.0);
+    let frames = pion::opus_tone_file(serve_left, serve_right, 2.0);
+    let rtp = dir.path().join("pushed.rtp");
+    let mut cmd = Command::new(&peer);
+    cmd.args([
+        "-mode",
+        "serve",
+        "-listen",
+        &format!("127.0.0.1:{port}"),
+        "-seconds",
+        "12",
+    ])
+    .arg("-rtp-out")
+    .arg(&rtp)
+    .arg("-opus-in")
+    .arg(frames.path());
+    let server = python::Running::spawn(cmd, "the pion server").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "the pion server did not listen"
+    );
+
+    // Push 4 s of the generated 700/1100 Hz WAV into pion.
+    let source = dir.path().join("tone.wav");
+    write_tone_wav(&source, PUSH_LEFT_HZ, PUSH_RIGHT_HZ, 2);
+    let mut push = Client::start(
+        &[
+            "push",
+            &format!("http://127.0.0.1:{port}/whip"),
+            "--source",
+            source.to_str().unwrap(),
+            "--seconds",
+            "4",
+        ],
+        dir.path(),
+        "push",
+    );
+    let status = push.wait(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "push to pion: {status}\n{}",
+        push.stderr()
+    );
+
+    // Pull 3 s of pion's tone into a WAV.
+    let wav = dir.path().join("pion.wav");
+    let mut pull = Client::start(
+        &[
+            "pull",
+            &format!("http://127.0.0.1:{port}/whep"),
+            "--seconds",
+            "3",
+            "--out",
+            wav.to_str().unwrap(),
+        ],
+        dir.path(),
+        "pull",
+    );
+    let status = pull.wait(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "pull from pion: {status}\n{}",
+        pull.stderr()
+    );
+
+    let out = server.wait(Duration::from_secs(30)).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(python::last_line(&out.stdout))
+        .unwrap_or_else(|e| panic!("pion's summary ({e}): {}\n{}", out.stdout, out.stderr));
+    assert!(out.status.success(), "pion: {}\n{}", out.status, out.stderr);
+    // Both our sessions ended with a DELETE.
+    assert_eq!(summary["sessions"], 2, "{summary}");
+    assert_eq!(summary["deleted"], 2, "{summary}");
+
+    let records = pion::read_rtp_records(&std::fs::read(&rtp).unwrap()).unwrap();
+    let decoded = pion::decode(&records).unwrap();
+    let secs = decoded.pcm.len() as f32 / 2.0 / SAMPLE_RATE as f32;
+    assert!((secs - 4.0).abs() <= 0.2, "pion received {secs:.3} s");
+    let (l, r) =
+        tone::check_stereo_tone(&decoded.pcm, PUSH_LEFT_HZ as f32, PUSH_RIGHT_HZ as f32, 3.0)
+            .unwrap_or_else(|e| panic!("what pion received: {e}"));
+    let (_, pcm) = read_wav(&wav);
+    let secs_pulled = pcm.len() as f32 / 2.0 / SAMPLE_RATE as f32;
+    assert!(
+        (secs_pulled - 3.0).abs() <= 0.2,
+        "{secs_pulled:.3} s pulled"
+    );
+    let (pl, pr) = tone::check_stereo_tone(&pcm, serve_left, serve_right, 1.5)
+        .unwrap_or_else(|e| panic!("what we pulled from pion: {e}"));
+    eprintln!(
+        "pion heard {secs:.2} s, {:.1}/{:.1} Hz ({} lost); we pulled {secs_pulled:.2} s, {:.1}/{:.1} Hz",
+        l.dominant_hz, r.dominant_hz, decoded.lost, pl.dominant_hz, pr.dominant_hz
+    );
 }
