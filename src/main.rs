@@ -32,8 +32,9 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
-    /// How log lines are written to stdout: `text` (coloured only on a terminal, and not
-    /// when NO_COLOR is set) or `json` (one object per line, for log shippers).
+    /// How log lines are written to stdout (stderr for push and pull): `text` (coloured
+    /// only on a terminal, and not when NO_COLOR is set) or `json` (one object per line,
+    /// for log shippers).
     #[arg(
         long,
         env = "MIXCAST_LOG_FORMAT",
@@ -90,10 +91,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Push(args)) => {
-            return client_command(cli.verbose, |stop| mixcast::client::push::run(args, stop))
+            return client_command(cli.verbose, cli.log_format, |stop| {
+                mixcast::client::push::run(args, stop)
+            })
         }
         Some(Command::Pull(args)) => {
-            return client_command(cli.verbose, |stop| mixcast::client::pull::run(args, stop))
+            return client_command(cli.verbose, cli.log_format, |stop| {
+                mixcast::client::pull::run(args, stop)
+            })
         }
         _ => {}
     }
@@ -162,10 +167,11 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `push` and `pull`: warnings (and with -v, debug lines) to stderr, since stdout may carry
-/// the audio; Ctrl-C and SIGTERM end the command, not the process.
+/// `push` and `pull`: warnings (and with -v, debug lines) to stderr in the chosen format,
+/// since stdout may carry the audio; Ctrl-C and SIGTERM end the command, not the process.
 fn client_command(
     verbose: u8,
+    format: LogFormat,
     run: impl FnOnce(&mixcast::client::signals::StopFlag) -> Result<(), mixcast::client::CommandError>,
 ) -> ExitCode {
     let filter = match verbose {
@@ -175,11 +181,15 @@ fn client_command(
     };
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(env)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
     let stop = match mixcast::client::signals::StopFlag::on_signals() {
         Ok(s) => s,
         Err(e) => {
