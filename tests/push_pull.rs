@@ -491,6 +491,12 @@ fn bad_arguments_exit_2_with_one_line() {
             "--seconds=0".into(),
         ],
         vec![
+            "push".into(),
+            "http://127.0.0.1:9/mic/whip".into(),
+            "--bitrate".into(),
+            "1000".into(),
+        ],
+        vec![
             "pull".into(),
             "http://127.0.0.1:9/live/whep".into(),
             "--out".into(),

@@ -56,7 +56,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
 
-    /// The Opus bitrate in kbit/s.
+    /// The Opus bitrate in kbit/s (6 to 510).
     #[arg(long, value_name = "KBPS", default_value_t = 128)]
     pub bitrate: u32,
 }
@@ -95,6 +95,15 @@ fn is_permanent(e: &ClientError) -> bool {
     matches!(e.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 408 | 409 | 425 | 429))
 }
 
+/// Whether `e` is the failure of the DELETE that ends a session.
+fn is_delete(e: &ClientError) -> bool {
+    match e {
+        ClientError::Status { method, .. } => *method == "DELETE",
+        ClientError::Http(m) => m.starts_with("DELETE "),
+        _ => false,
+    }
+}
+
 /// Runs `mixcast push` until its `--seconds` are sent or `stop` is set.
 pub fn run(args: &PushArgs, stop: &StopFlag) -> Result<(), CommandError> {
     let server = endpoint_address(&args.url)?;
@@ -103,6 +112,13 @@ pub fn run(args: &PushArgs, stop: &StopFlag) -> Result<(), CommandError> {
         .parse()
         .map_err(|e: sources::SourceError| CommandError::Usage(e.to_string()))?;
     let total = parse_seconds(args.seconds)?;
+    let bitrate = args.bitrate.saturating_mul(1000);
+    if !crate::media::opus::BITRATE_RANGE.contains(&bitrate) {
+        return Err(CommandError::Usage(format!(
+            "bad --bitrate {}: expected 6 to 510 (kbit/s)",
+            args.bitrate
+        )));
+    }
     let bind = match args.bind {
         Some(b) if b.is_unspecified() => {
             return Err(CommandError::Usage(format!(
@@ -137,7 +153,7 @@ pub fn run(args: &PushArgs, stop: &StopFlag) -> Result<(), CommandError> {
         );
         opts.token = args.token.clone();
         opts.bind = bind;
-        opts.bitrate = args.bitrate.saturating_mul(1000);
+        opts.bitrate = bitrate;
         opts.stats = Some(stats.clone());
         opts.keep_send_times = false;
         let publisher = match Publisher::start(opts) {
@@ -190,6 +206,12 @@ pub fn run(args: &PushArgs, stop: &StopFlag) -> Result<(), CommandError> {
             Ok(report) if !report.disconnected => continue,
             Ok(_) => eprintln!(
                 "push: the session ended (the server closed it or stopped answering); \
+                 reconnecting in {} s",
+                backoff.as_secs_f32()
+            ),
+            // The media stopped and the DELETE after it failed too: the server is gone.
+            Err(e) if is_delete(&e) => eprintln!(
+                "push: the session ended (the server stopped answering; {e}); \
                  reconnecting in {} s",
                 backoff.as_secs_f32()
             ),
