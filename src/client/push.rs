@@ -211,7 +211,7 @@ pub fn run(args: &PushArgs, stop: &StopFlag) -> Result<(), CommandError> {
             ),
             // The media stopped and the DELETE after it failed too: the server is gone.
             Err(e) if is_delete(&e) => eprintln!(
-                "push: the session ended (the server stopped answering; {e}); \
+                "push: the session ended (the server is gone; {e}); \
                  reconnecting in {} s",
                 backoff.as_secs_f32()
             ),
