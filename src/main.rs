@@ -103,7 +103,9 @@ fn main() -> ExitCode {
         _ => {}
     }
     let filter = match cli.verbose {
-        0 => "mixcast=info,warn",
+        // symphonia logs its probe failures at ERROR ("probe reach EOF"): the source's own
+        // error line says what is wrong with the file, in words a person can act on.
+        0 => "mixcast=info,symphonia_core=off,warn",
         1 => "mixcast=debug,str0m=info,warn",
         _ => "mixcast=trace,str0m=debug,info",
     };
