@@ -254,8 +254,9 @@ fn receive(
     Ok(viewer.report)
 }
 
-/// What a viewer does with the events of its `Rtc`.
-struct Viewer {
+/// What a viewer does with the events of its `Rtc` (also a two-way publisher's listening
+/// half, see [`super::whip::PublishOptions::listen`]).
+pub(crate) struct Viewer {
     posted_at: Instant,
     connected_at: Option<Instant>,
     decoder: Option<Decoder>,
@@ -263,11 +264,11 @@ struct Viewer {
     /// The highest RTP sequence number seen, and that packet's RTP time (48 kHz).
     last_seq: Option<u64>,
     last_time: u64,
-    report: PlayReport,
+    pub(crate) report: PlayReport,
 }
 
 impl Viewer {
-    fn new(decode: bool, posted_at: Instant) -> Result<Viewer, ClientError> {
+    pub(crate) fn new(decode: bool, posted_at: Instant) -> Result<Viewer, ClientError> {
         let decoder = if decode {
             Some(Decoder::new().map_err(|e| ClientError::Rtc(format!("decoder: {e}")))?)
         } else {
@@ -284,7 +285,7 @@ impl Viewer {
         })
     }
 
-    fn on_event(&mut self, event: Event) {
+    pub(crate) fn on_event(&mut self, event: Event) {
         match event {
             Event::Connected => {
                 let now = Instant::now();

@@ -13,6 +13,7 @@
 use super::driver::Driver;
 use super::http::SignalClient;
 use super::whep::keep_reachable_candidates;
+use super::whep::Viewer;
 pub use super::whep::{ClientError, CONNECT_TIMEOUT};
 use crate::media::opus::{Encoder, MAX_PACKET};
 use crate::media::sources::Source;
@@ -49,6 +50,9 @@ pub struct PublishOptions {
     /// When done, vanish as a crashed client would: no DTLS close_notify, no DELETE (the
     /// server has to notice by itself). For soak and fault tests.
     pub abandon: bool,
+    /// Offer the audio `sendrecv` (two-way) and decode what the server sends back (the
+    /// stream's mix minus this publisher) into [`PublishReport::heard`].
+    pub listen: bool,
 }
 
 impl PublishOptions {
@@ -64,6 +68,7 @@ impl PublishOptions {
             video: false,
             bitrate: 0,
             abandon: false,
+            listen: false,
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for PublishOptions {
             .field("video", &self.video)
             .field("bitrate", &self.bitrate)
             .field("abandon", &self.abandon)
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -107,6 +113,9 @@ pub struct PublishReport {
     pub send_errors: u64,
     /// Whether the connection dropped before the end.
     pub disconnected: bool,
+    /// With [`PublishOptions::listen`]: what the server sent back, decoded (its `pcm`,
+    /// packets, loss and RTP time jumps; `answer_sdp` and `session_url` are left empty).
+    pub heard: Option<super::whep::PlayReport>,
 }
 
 /// A publisher running on a thread of its own: [`start`](Self::start) returns once it is
@@ -156,10 +165,15 @@ impl Publisher {
             &mut ignore,
         )?;
         let video = opts.video;
+        let direction = if opts.listen {
+            Direction::SendRecv
+        } else {
+            Direction::SendOnly
+        };
         let (audio_mid, offer) = driver.mutate(
             |rtc| {
                 let mut change = rtc.sdp_api();
-                let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
                 if video {
                     change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
                 }
@@ -172,8 +186,19 @@ impl Publisher {
 
         let signal = SignalClient::new(opts.token.as_deref());
         let posted_at = Instant::now();
+        let mut heard = match opts.listen {
+            true => Some(Viewer::new(true, posted_at)?),
+            false => None,
+        };
         let created = signal.post_offer(&opts.url, &offer.to_sdp_string())?;
-        let connected = connect(&mut driver, pending, &created.answer, opts.bind, audio_mid);
+        let connected = connect(
+            &mut driver,
+            pending,
+            &created.answer,
+            opts.bind,
+            audio_mid,
+            &mut heard,
+        );
         let (pt, connected_at) = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -202,6 +227,7 @@ impl Publisher {
             stop: stop.clone(),
             abandon: opts.abandon,
             report,
+            heard,
         };
         let session_url = created.session_url;
         let url = session_url.clone();
@@ -260,6 +286,7 @@ fn connect(
     answer: &str,
     bind: IpAddr,
     mid: Mid,
+    heard: &mut Option<Viewer>,
 ) -> Result<(Pt, Instant), ClientError> {
     let reachable = keep_reachable_candidates(answer, bind);
     let answer = SdpAnswer::from_sdp_string(&reachable)
@@ -268,7 +295,7 @@ fn connect(
     driver
         .mutate(
             |rtc| rtc.sdp_api().accept_answer(pending, answer),
-            &mut |e| state.on_event(e),
+            &mut |e| state.on_event(e, heard),
         )?
         .map_err(|e| ClientError::Rtc(format!("answer not accepted: {e}")))?;
     let pt = driver
@@ -280,7 +307,7 @@ fn connect(
                         .map(|p| p.pt())
                 })
             },
-            &mut |e| state.on_event(e),
+            &mut |e| state.on_event(e, heard),
         )?
         .ok_or_else(|| ClientError::Rtc("the answer accepted no Opus".into()))?;
 
@@ -299,7 +326,7 @@ fn connect(
                 "not connected within {CONNECT_TIMEOUT:?} of the answer"
             )));
         }
-        driver.step(connect_by, &mut |e| state.on_event(e))?;
+        driver.step(connect_by, &mut |e| state.on_event(e, heard))?;
     }
 }
 
@@ -311,7 +338,11 @@ struct Connecting {
 }
 
 impl Connecting {
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event, heard: &mut Option<Viewer>) {
+        if let (Event::MediaData(_), Some(v)) = (&event, heard.as_mut()) {
+            v.on_event(event);
+            return;
+        }
         match event {
             Event::Connected => self.connected_at = Some(Instant::now()),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -334,6 +365,8 @@ struct Sender {
     /// End without a close_notify (see [`PublishOptions::abandon`]).
     abandon: bool,
     report: PublishReport,
+    /// The listening half of a two-way publisher.
+    heard: Option<Viewer>,
 }
 
 impl Sender {
@@ -355,8 +388,9 @@ impl Sender {
             self.source.fill(&mut pcm);
             let encoded = self.encoder.encode(&pcm, &mut packet);
             let disconnected = &mut self.report.disconnected;
+            let heard = &mut self.heard;
             self.driver
-                .sleep_until(due, &mut |e| watch_disconnect(e, disconnected))?;
+                .sleep_until(due, &mut |e| watch(e, disconnected, heard))?;
             if self.report.disconnected || self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -372,6 +406,7 @@ impl Sender {
         if !self.abandon {
             self.driver.close();
         }
+        self.report.heard = self.heard.take().map(|v| v.report);
         Ok(self.report)
     }
 
@@ -380,6 +415,7 @@ impl Sender {
         let rtp_time = MediaTime::new(index * FRAME_SAMPLES as u64, Frequency::FORTY_EIGHT_KHZ);
         let (mid, pt) = (self.mid, self.pt);
         let disconnected = &mut self.report.disconnected;
+        let heard = &mut self.heard;
         let written = self.driver.mutate(
             |rtc| match rtc.writer(mid) {
                 Some(w) => w
@@ -387,7 +423,7 @@ impl Sender {
                     .map_err(|e| e.to_string()),
                 None => Err("the session is closed".to_string()),
             },
-            &mut |e| watch_disconnect(e, disconnected),
+            &mut |e| watch(e, disconnected, heard),
         )?;
         let left = Instant::now();
         match written {
@@ -406,8 +442,13 @@ impl Sender {
     }
 }
 
-/// Notes an ICE disconnection (the server is gone or stopped answering consent checks).
-fn watch_disconnect(event: Event, disconnected: &mut bool) {
+/// Notes an ICE disconnection (the server is gone or stopped answering consent checks), and
+/// hands media to the listening half of a two-way publisher.
+fn watch(event: Event, disconnected: &mut bool, heard: &mut Option<Viewer>) {
+    if let (Event::MediaData(_), Some(v)) = (&event, heard.as_mut()) {
+        v.on_event(event);
+        return;
+    }
     if matches!(
         event,
         Event::IceConnectionStateChange(IceConnectionState::Disconnected)

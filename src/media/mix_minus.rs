@@ -24,7 +24,9 @@
 //!   step for a frame or two;
 //! - own to shared (the talker fell silent): after [`HANGOVER_FRAMES`] of silence, during
 //!   which both encoders were fed the same signal. Again only the energy prediction can
-//!   differ, decaying within a few frames. `switches_are_inaudible` measures both.
+//!   differ, decaying within a few frames. `switches_are_inaudible` measures both: decoded,
+//!   the switched stream differs from an always-own encode by at most 0.0004 around the
+//!   switches on a 0.25 tone, no more than the two encoders differ elsewhere.
 
 use std::sync::Arc;
 
