@@ -145,13 +145,15 @@ impl Egress {
                                         .find(|p| p.spec().codec == str0m::format::Codec::Opus)
                                         .map(|p| p.pt())
                                 });
-                                if let (Some(pt), Some(s)) = (pt, self.streams[v.stream].as_mut())
-                                {
+                                if let (Some(pt), Some(s)) = (pt, self.streams[v.stream].as_mut()) {
                                     match s.talkers.add(&mut s.mixer, p.input) {
                                         Ok(()) => {
                                             p.talkback = Some((m.mid, pt));
                                             v.minus = Some(p.input);
-                                            tracing::debug!(key, "two-way publisher: sent its mix-minus");
+                                            tracing::debug!(
+                                                key,
+                                                "two-way publisher: sent its mix-minus"
+                                            );
                                         }
                                         Err(e) => tracing::warn!(key, "mix-minus encoder: {e}"),
                                     }

@@ -168,12 +168,20 @@ impl Egress {
             _ => None,
         });
         let Some(input) = input else {
-            tracing::info!(key = viewer, publisher, "viewer's ?minus= publisher is gone: ended");
+            tracing::info!(
+                key = viewer,
+                publisher,
+                "viewer's ?minus= publisher is gone: ended"
+            );
             self.end(viewer, EndReason::Failed);
             return false;
         };
         if self.listen_minus(vi, input) {
-            tracing::debug!(key = viewer, publisher, "viewer hears the mix minus its publisher");
+            tracing::debug!(
+                key = viewer,
+                publisher,
+                "viewer hears the mix minus its publisher"
+            );
             true
         } else {
             self.end(viewer, EndReason::Failed);

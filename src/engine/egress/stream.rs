@@ -276,7 +276,8 @@ impl Egress {
         }
         self.metrics.mixed(fresh, reused);
         if minus != Default::default() {
-            self.metrics.mix_minus(minus.own, minus.shared, minus.switches);
+            self.metrics
+                .mix_minus(minus.own, minus.shared, minus.switches);
         }
         self.record_frames();
         self.sync_wallclocks(now);

@@ -220,9 +220,7 @@ impl Egress {
             if let (true, Some((mid, pt)), Some(frame)) = (v.connected, talkback, frame) {
                 let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
                 let written = match v.rtc.writer(mid) {
-                    Some(w) => {
-                        w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone())
-                    }
+                    Some(w) => w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone()),
                     None => Ok(()),
                 };
                 let written = written.map_err(|e| e.to_string()).and_then(|()| {
