@@ -277,6 +277,9 @@ mod tests {
         }
     }
 
+    /// One tick's shared packet, the talker's own one (if it got one) and the tally.
+    type Tick = (Arc<[u8]>, Option<Arc<[u8]>>, MinusTally);
+
     /// One stream as the engine runs it: mix, decide, limit, shared encode, talkers'
     /// encodes; returns per tick (shared packet, talker's pick).
     struct Rig {
@@ -287,7 +290,7 @@ mod tests {
     }
 
     impl Rig {
-        fn tick(&mut self, talker: InputId) -> (Arc<[u8]>, Option<Arc<[u8]>>, MinusTally) {
+        fn tick(&mut self, talker: InputId) -> Tick {
             let now = Instant::now();
             self.mixer.sum_at(&mut self.pcm, now);
             self.talkers.decide(&self.mixer);
