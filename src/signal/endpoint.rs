@@ -566,6 +566,7 @@ async fn create(
     tracing::info!(
         key,
         ice_lite = negotiated.ice_lite,
+        minus_of = ?minus,
         "{} {id} of stream {} from {}: answered",
         role.noun(),
         shown(&stream),

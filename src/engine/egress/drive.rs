@@ -150,9 +150,10 @@ impl Egress {
                                         Ok(()) => {
                                             p.talkback = Some((m.mid, pt));
                                             v.minus = Some(p.input);
-                                            tracing::debug!(
+                                            tracing::info!(
                                                 key,
-                                                "two-way publisher: sent its mix-minus"
+                                                stream = %s.name,
+                                                "two-way publisher: it hears the mix minus itself"
                                             );
                                         }
                                         Err(e) => tracing::warn!(key, "mix-minus encoder: {e}"),
