@@ -33,7 +33,7 @@ mod tone;
 #[path = "common/udp_relay.rs"]
 mod udp_relay;
 
-use browser_harness::{cdp, chromium_or_skip, media_lock, with_chromium};
+use browser_harness::{cdp, chromium_or_skip, media_lock, screenshot, with_chromium};
 use chromium::Chromium;
 use mixcast::client::whep::{play, PlayOptions};
 use mixcast::config::{Config, StreamConfig};
@@ -41,7 +41,6 @@ use mixcast::server::Server;
 use python::{Python, Running};
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,56 +49,6 @@ const RIGHT_HZ: f32 = 1500.0;
 /// How long FFmpeg publishes: long enough for the WHEP client, the page and screenshots
 /// (about 10 s here); the test then waits for FFmpeg's clean end.
 const PUBLISH_SECONDS: u32 = 20;
-
-/// Where the screenshots go: `target/tmp/screenshots/` (or `$MIXCAST_SCREENSHOTS`).
-fn screenshot_dir() -> PathBuf {
-    std::env::var_os("MIXCAST_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"))
-}
-
-/// A PNG of the whole page (beyond the viewport too), as `<name>.png`.
-fn shot(browser: &mut Chromium, name: &str) -> Result<(), String> {
-    let dir = screenshot_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let shot = browser
-        .command(
-            "Page.captureScreenshot",
-            json!({ "format": "png", "captureBeyondViewport": true }),
-            Duration::from_secs(10),
-        )
-        .map_err(cdp)?;
-    let png = shot["data"]
-        .as_str()
-        .and_then(decode_base64)
-        .ok_or("captureScreenshot gave no PNG")?;
-    let path = dir.join(format!("{name}.png"));
-    std::fs::write(&path, png).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("screenshot: {}", path.display());
-    Ok(())
-}
-
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        acc = (acc << 6) | u32::from(value(c)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
 
 /// Makes the page `width` CSS pixels wide (a phone's at 360).
 fn set_width(browser: &mut Chromium, width: u32) -> Result<(), String> {
@@ -240,7 +189,7 @@ fn page_urls_recipes_latency_and_video() {
             )
             .map_err(cdp)?;
         no_sideways_scroll(browser, 360, "idle")?;
-        shot(browser, "page-360-idle")?;
+        screenshot(browser, "page-360-idle")?;
 
         // The URLs are the real ones, absolute, and the recipes carry the WHIP URL.
         let studio = card(browser, "studio")?;
@@ -433,11 +382,11 @@ fn page_urls_recipes_latency_and_video() {
             .evaluate("(document.querySelectorAll('.recipes').forEach((d) => d.open = true), true)")
             .map_err(cdp)?;
         no_sideways_scroll(browser, 360, "playing, recipes open")?;
-        shot(browser, "page-360-playing")?;
+        screenshot(browser, "page-360-playing")?;
         set_width(browser, 1200)?;
         std::thread::sleep(Duration::from_millis(300));
         no_sideways_scroll(browser, 1200, "playing")?;
-        shot(browser, "page-1200-playing")?;
+        screenshot(browser, "page-1200-playing")?;
 
         // Stop with its button: the live region says so, the latency line goes.
         browser
@@ -456,7 +405,7 @@ fn page_urls_recipes_latency_and_video() {
                 "(document.querySelectorAll('.recipes').forEach((d) => d.open = false), true)",
             )
             .map_err(cdp)?;
-        shot(browser, "page-1200-idle")?;
+        screenshot(browser, "page-1200-idle")?;
         // FFmpeg published to the end without an error, and DELETEd its session.
         let out = publisher
             .wait(Duration::from_secs(PUBLISH_SECONDS.into()) + Duration::from_secs(30))?;
@@ -524,7 +473,7 @@ fn delay_line_and_loss_follow_an_impaired_path() {
             std::thread::sleep(Duration::from_millis(500));
         };
         eprintln!("through the relay: {latency}\n  {shown}");
-        shot(browser, "page-lossy-path")?;
+        screenshot(browser, "page-lossy-path")?;
         let rtt = latency["roundTripMs"].as_f64().unwrap_or(0.0);
         let want = 2.0 * ONE_WAY.as_secs_f64() * 1000.0;
         let lost = latency["lossPercent"].as_f64().unwrap_or(0.0);

@@ -65,6 +65,21 @@ fn check_config_opens_the_sources() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(!out.contains("configuration OK"), "{out}");
     assert!(err.contains("nonexistent"), "{err}");
+
+    // A file that is not audio: one line naming it, no decoder library's own log line.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("notes.mp3");
+    std::fs::write(&junk, "these are not MPEG frames\n".repeat(100)).unwrap();
+    let (code, out, err) = mixcast(&[
+        "--check-config",
+        "--source",
+        &format!("live=file:{}", junk.display()),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!out.contains("symphonia"), "{out}");
+    assert!(!err.contains("symphonia"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("notes.mp3"), "{err}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! The peer is tests/interop/pion_peer/main.go, built once per source version into
 //! target/interop-pion/ from Debian's `golang-github-pion-webrtc.v3-dev` (GOPATH mode, no
-//! network: GO111MODULE=off, GOPROXY=off). Pion has no Opus encoder: as publisher it sends
+//! network: GO111MODULE=off, GOPROXY=off; tests/common/pion.rs). Pion has no Opus encoder: as publisher it sends
 //! Opus frames this test encoded with mixcast's own encoder (a stereo tone), which a WHEP
 //! viewer must hear; as viewer it writes the Opus RTP packets it received, which this test
 //! decodes with mixcast's decoder and checks for the `live` signal (440 Hz left, 660 Hz
@@ -16,6 +16,8 @@
 mod live_signal;
 #[path = "common/matrix.rs"]
 mod matrix;
+#[path = "common/pion.rs"]
+mod pion;
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/tone.rs"]
@@ -23,13 +25,12 @@ mod tone;
 
 use mixcast::client::whep::{play, PlayOptions};
 use mixcast::config::Config;
-use mixcast::media::opus::{Decoder, Encoder, MAX_PACKET};
-use mixcast::media::{Frame, FRAME_LEN, FRAME_SAMPLES, SAMPLE_RATE};
+use mixcast::media::opus::{Encoder, MAX_PACKET};
+use mixcast::media::{FRAME_LEN, FRAME_SAMPLES, SAMPLE_RATE};
 use mixcast::server::Server;
+use pion::{decode, opus_tone_file, pion_peer, read_rtp_records, RtpRecord};
 use python::Running;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
@@ -38,12 +39,6 @@ use std::time::{Duration, Instant};
 /// The publisher's tone: distinct from every other test's and from `live`'s.
 const LEFT_HZ: f32 = 900.0;
 const RIGHT_HZ: f32 = 1300.0;
-/// Where Debian puts Go library sources, and the pion package the peer needs.
-const GOCODE: &str = "/usr/share/gocode";
-const PION_SOURCE: &str = "/usr/share/gocode/src/github.com/pion/webrtc";
-const APT_PACKAGES: &str = "golang-go golang-github-pion-webrtc.v3-dev";
-/// The longest the Go build may take (pion and its dependencies from source, cold cache).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// From starting the peer to its WHIP session existing.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Slack for the peer beyond its media time (gathering, ICE and DTLS, DELETE).
@@ -55,180 +50,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     // A test that panicked while holding the lock poisons it; the lock only orders tests.
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// The peer's source directory.
-fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pion_peer")
-}
-
-/// The built peer, or None (after `python::unavailable`) when Go or pion is missing. A
-/// build failure with both present panics: that is a broken peer, not a missing tool.
-fn pion_peer(test: &str) -> Option<PathBuf> {
-    let go = Command::new("go").arg("version").output();
-    if !matches!(&go, Ok(out) if out.status.success()) || !Path::new(PION_SOURCE).is_dir() {
-        python::unavailable(
-            test,
-            &format!(
-                "no Go toolchain with pion v3 in {PION_SOURCE} (apt-get install {APT_PACKAGES})"
-            ),
-        );
-        return None;
-    }
-    Some(build().unwrap_or_else(|e| panic!("{test}: building the pion peer: {e}")))
-}
-
-/// Builds tests/interop/pion_peer into target/interop-pion/pion_peer-HASH, HASH of its
-/// sources, unless that binary is already there. Offline, in GOPATH mode against Debian's
-/// packaged sources.
-fn build() -> Result<PathBuf, String> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(source_dir())
-        .map_err(|e| format!("{}: {e}", source_dir().display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "go"))
-        .collect();
-    files.sort();
-    for file in &files {
-        let text = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        file.file_name().hash(&mut hasher);
-        text.hash(&mut hasher);
-    }
-    let dir = target_dir().join("interop-pion");
-    let binary = dir.join(format!("pion_peer-{:016x}", hasher.finish()));
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Built under a temporary name and renamed: a killed build leaves no half binary.
-    let partial = dir.join(format!("pion_peer-partial-{}", std::process::id()));
-    let gopath = format!("{}:{GOCODE}", dir.join("gopath").display());
-    let mut cmd = Command::new("go");
-    cmd.current_dir(source_dir())
-        .args(["build", "-o"])
-        .arg(&partial)
-        .arg(".")
-        .env("GO111MODULE", "off")
-        .env("GOPATH", gopath)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", dir.join("gocache"));
-    let started = Instant::now();
-    let out = python::run(cmd, BUILD_TIMEOUT)?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(&partial);
-        return Err(format!("go build: {}:\n{}", out.status, out.stderr));
-    }
-    std::fs::rename(&partial, &binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    eprintln!("built {} in {:?}", binary.display(), started.elapsed());
-    Ok(binary)
-}
-
-/// `seconds` of the stereo tone, encoded by mixcast's Opus encoder, in the peer's frame
-/// file format: per 20 ms frame a 2-byte big-endian length, then the packet.
-fn opus_tone_file(seconds: f32) -> tempfile::NamedTempFile {
-    let pcm = tone::synth(LEFT_HZ, RIGHT_HZ, 0.25, seconds);
-    let mut encoder = Encoder::new(0).expect("an Opus encoder");
-    let mut bytes = Vec::new();
-    let mut packet = [0u8; MAX_PACKET];
-    for chunk in pcm.chunks_exact(FRAME_LEN) {
-        let frame: &Frame = chunk.try_into().expect("a whole frame");
-        let n = encoder.encode(frame, &mut packet).expect("encodes");
-        bytes.extend_from_slice(&(n as u16).to_be_bytes());
-        bytes.extend_from_slice(&packet[..n]);
-    }
-    let file = tempfile::NamedTempFile::new().expect("a temp file");
-    std::fs::write(file.path(), bytes).expect("writes the Opus frames");
-    file
-}
-
-/// One Opus RTP packet as the viewer peer wrote it.
-struct RtpRecord {
-    seq: u16,
-    timestamp: u32,
-    payload: Vec<u8>,
-}
-
-/// Parses the viewer peer's file: 2-byte sequence number, 4-byte timestamp, 2-byte
-/// length, payload (big-endian).
-fn read_rtp_records(bytes: &[u8]) -> Result<Vec<RtpRecord>, String> {
-    let mut records = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        if rest.len() < 8 {
-            return Err(format!(
-                "a record header cut short after {} records",
-                records.len()
-            ));
-        }
-        let seq = u16::from_be_bytes([rest[0], rest[1]]);
-        let timestamp = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-        let len = usize::from(u16::from_be_bytes([rest[6], rest[7]]));
-        let payload = rest
-            .get(8..8 + len)
-            .ok_or_else(|| format!("record {} cut short", records.len()))?
-            .to_vec();
-        records.push(RtpRecord {
-            seq,
-            timestamp,
-            payload,
-        });
-        rest = &rest[8 + len..];
-    }
-    Ok(records)
-}
-
-/// What decoding the received packets gave.
-struct Decoded {
-    pcm: Vec<f32>,
-    lost: u64,
-    reordered: u64,
-}
-
-/// Decodes the packets in arrival order with mixcast's decoder, concealing gaps; checks
-/// that sequence numbers and timestamps advance together (960 per 20 ms packet).
-fn decode(records: &[RtpRecord]) -> Result<Decoded, String> {
-    let mut decoder = Decoder::new().map_err(|e| e.to_string())?;
-    let mut frame: Frame = [0.0; FRAME_LEN];
-    let mut out = Decoded {
-        pcm: Vec::new(),
-        lost: 0,
-        reordered: 0,
-    };
-    let mut last: Option<&RtpRecord> = None;
-    for (i, r) in records.iter().enumerate() {
-        if let Some(prev) = last {
-            let step = r.seq.wrapping_sub(prev.seq);
-            if step == 0 || step > 0x8000 {
-                out.reordered += 1;
-                continue;
-            }
-            let ts_step = r.timestamp.wrapping_sub(prev.timestamp);
-            if ts_step != u32::from(step) * FRAME_SAMPLES as u32 {
-                return Err(format!(
-                    "packet {i}: sequence +{step} but timestamp +{ts_step} (expected {})",
-                    u32::from(step) * FRAME_SAMPLES as u32
-                ));
-            }
-            for _ in 1..step.min(50) {
-                out.lost += 1;
-                let n = decoder.conceal(&mut frame).map_err(|e| e.to_string())?;
-                out.pcm.extend_from_slice(&frame[..2 * n]);
-            }
-        }
-        let n = decoder
-            .decode(&r.payload, &mut frame)
-            .map_err(|e| format!("packet {i} ({} bytes): {e}", r.payload.len()))?;
-        out.pcm.extend_from_slice(&frame[..2 * n]);
-        last = Some(r);
-    }
-    Ok(out)
 }
 
 /// Waits until the server has a session, or says what the peer printed.
@@ -274,7 +95,7 @@ fn pion_publishes_a_stereo_tone_a_viewer_hears() {
         return;
     };
     matrix::cell("pion", "publisher", || {
-        let frames = opus_tone_file(SECONDS);
+        let frames = opus_tone_file(LEFT_HZ, RIGHT_HZ, SECONDS);
         let server = Server::start(Config::loopback_ephemeral()).map_err(|e| e.to_string())?;
         let offer = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&peer);

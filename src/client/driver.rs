@@ -32,6 +32,8 @@ pub(crate) struct Driver {
     buf: Vec<u8>,
     /// When the `Rtc` next wants a `Timeout`, from the last drain.
     next_timeout: Instant,
+    /// The longest one sleep of `sleep_until` lasts (None: until the next deadline).
+    max_nap: Option<Duration>,
 }
 
 impl Driver {
@@ -44,7 +46,14 @@ impl Driver {
             local,
             buf: vec![0; RECV_BUFFER],
             next_timeout: Instant::now(),
+            max_nap: None,
         })
+    }
+
+    /// Makes `sleep_until` look at the socket at least every `nap`, so that what arrives
+    /// is fed within `nap` of arriving (its receive time is the time it is read).
+    pub(crate) fn set_max_nap(&mut self, nap: Duration) {
+        self.max_nap = Some(nap);
     }
 
     /// The socket's local address (the host candidate to announce).
@@ -94,7 +103,10 @@ impl Driver {
                 return Ok(());
             }
             let wake = self.next_timeout.min(until);
-            let nap = wake.saturating_duration_since(now).max(MIN_SLEEP);
+            let mut nap = wake.saturating_duration_since(now).max(MIN_SLEEP);
+            if let Some(max) = self.max_nap {
+                nap = nap.min(max);
+            }
             std::thread::sleep(nap.min(until - now));
         }
     }
@@ -147,6 +159,8 @@ impl Driver {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Input::Timeout(now)
             }
+            // A signal (Ctrl-C) arrived on this thread: the caller looks at its flag next.
+            Err(e) if e.kind() == ErrorKind::Interrupted => Input::Timeout(now),
             // An ICMP error reported on the socket: UDP is lossy, ICE decides what it means.
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => Input::Timeout(now),
             Err(e) => return Err(e.into()),

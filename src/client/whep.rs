@@ -70,7 +70,28 @@ pub struct PlayReport {
     /// decoded or concealed packet, so that a sample's arrival time is known (the server
     /// sends 20 ms packets: one entry per 20 ms frame).
     pub frame_arrivals: Vec<FrameArrival>,
+    /// The latest round trip of the ICE consent checks ([`play_into`] only: it turns
+    /// str0m's stats on).
+    pub rtt: Option<Duration>,
+    /// Whether the server ended the session with a DTLS close_notify (the stream ended,
+    /// or the server is shutting down); `disconnected` is then true too.
+    pub closed_by_server: bool,
 }
+
+/// Where [`play_into`] hands the media as it arrives, instead of keeping it in the report
+/// (the `mixcast pull` command writes files with it).
+pub trait PlaySink {
+    /// One Opus packet as received, after `lost_before` packets that never came.
+    fn opus(&mut self, packet: &[u8], lost_before: u64);
+    /// The next piece of decoded (or concealed) audio: interleaved stereo at 48 kHz.
+    fn pcm(&mut self, pcm: &[f32]);
+    /// Called after every wake-up of the client (at least every [`SINK_POLL`]) with what
+    /// arrived so far; returning false ends the play (the session is DELETEd).
+    fn keep_going(&mut self, report: &PlayReport) -> bool;
+}
+
+/// The longest [`play_into`] goes without asking its sink whether to go on.
+pub const SINK_POLL: Duration = Duration::from_millis(100);
 
 /// When one decoded piece of a [`PlayReport`]'s `pcm` arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +165,22 @@ pub fn play_with(
     opts: &PlayOptions,
     before_connect: impl FnOnce(&str, SocketAddr),
 ) -> Result<PlayReport, ClientError> {
+    play_inner(opts, before_connect, None)
+}
+
+/// As [`play`], handing the media to `sink` as it arrives (the report keeps no `pcm` and no
+/// `frame_arrivals`, so memory stays flat however long it plays) and asking it at least
+/// every [`SINK_POLL`] whether to go on. `opts.duration` still bounds the play, and
+/// `opts.decode` says whether the sink gets decoded audio.
+pub fn play_into(opts: &PlayOptions, sink: &mut dyn PlaySink) -> Result<PlayReport, ClientError> {
+    play_inner(opts, |_, _| {}, Some(sink))
+}
+
+fn play_inner(
+    opts: &PlayOptions,
+    before_connect: impl FnOnce(&str, SocketAddr),
+    sink: Option<&mut dyn PlaySink>,
+) -> Result<PlayReport, ClientError> {
     if opts.bind.is_unspecified() {
         return Err(ClientError::Rtc(format!(
             "bind address {} is unspecified: give the address to announce",
@@ -151,7 +188,11 @@ pub fn play_with(
         )));
     }
     let socket = UdpSocket::bind(SocketAddr::new(opts.bind, 0))?;
-    let rtc = viewer_rtc_config().build(Instant::now());
+    let mut config = viewer_rtc_config();
+    if sink.is_some() {
+        config = config.set_stats_interval(Some(super::whip::STATS_INTERVAL));
+    }
+    let rtc = config.build(Instant::now());
     let mut driver = Driver::new(rtc, socket)?;
     let local = driver.local_addr();
     let mut ignore = |_: Event| {};
@@ -161,7 +202,7 @@ pub fn play_with(
     let posted_at = Instant::now();
     let created = signal.post_offer(&opts.url, &offer.to_sdp_string())?;
     before_connect(&created.answer, local);
-    let received = receive(&mut driver, pending, &created.answer, opts, posted_at);
+    let received = receive(&mut driver, pending, &created.answer, opts, posted_at, sink);
     let deleted = signal.delete(&created.session_url);
     driver.close();
 
@@ -217,8 +258,9 @@ fn receive(
     answer: &str,
     opts: &PlayOptions,
     posted_at: Instant,
+    sink: Option<&mut dyn PlaySink>,
 ) -> Result<PlayReport, ClientError> {
-    let mut viewer = Viewer::new(opts.decode, posted_at)?;
+    let mut viewer = Viewer::new(opts.decode, posted_at, sink)?;
     driver.mutate(
         |rtc| accept_answer(rtc, pending, answer, opts.bind),
         &mut |e| viewer.on_event(e),
@@ -227,10 +269,17 @@ fn receive(
     let connect_by = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let now = Instant::now();
-        let limit = match viewer.connected_at {
-            Some(at) => at + opts.duration,
+        let mut limit = match viewer.connected_at {
+            // A duration too long for an `Instant` (Duration::MAX): no end but the sink's.
+            Some(at) => at.checked_add(opts.duration).unwrap_or(now + SINK_POLL),
             None => connect_by,
         };
+        if let Some(sink) = viewer.sink.as_mut() {
+            if viewer.connected_at.is_some() && !sink.keep_going(&viewer.report) {
+                break;
+            }
+            limit = limit.min(now + SINK_POLL);
+        }
         if viewer.report.disconnected {
             if viewer.connected_at.is_none() {
                 return Err(ClientError::Rtc(
@@ -239,7 +288,11 @@ fn receive(
             }
             break;
         }
-        if now >= limit {
+        let over = match viewer.connected_at {
+            Some(at) => at.checked_add(opts.duration).is_some_and(|end| now >= end),
+            None => now >= connect_by,
+        };
+        if over {
             if viewer.connected_at.is_none() {
                 return Err(ClientError::Rtc(format!(
                     "not connected within {CONNECT_TIMEOUT:?} of the answer"
@@ -256,7 +309,7 @@ fn receive(
 
 /// What a viewer does with the events of its `Rtc` (also a two-way publisher's listening
 /// half, see [`super::whip::PublishOptions::listen`]).
-pub(crate) struct Viewer {
+pub(crate) struct Viewer<'a> {
     posted_at: Instant,
     connected_at: Option<Instant>,
     decoder: Option<Decoder>,
@@ -265,10 +318,16 @@ pub(crate) struct Viewer {
     last_seq: Option<u64>,
     last_time: u64,
     pub(crate) report: PlayReport,
+    /// Where the media goes when it is not kept in the report.
+    sink: Option<&'a mut dyn PlaySink>,
 }
 
-impl Viewer {
-    pub(crate) fn new(decode: bool, posted_at: Instant) -> Result<Viewer, ClientError> {
+impl<'a> Viewer<'a> {
+    pub(crate) fn new(
+        decode: bool,
+        posted_at: Instant,
+        sink: Option<&'a mut dyn PlaySink>,
+    ) -> Result<Viewer<'a>, ClientError> {
         let decoder = if decode {
             Some(Decoder::new().map_err(|e| ClientError::Rtc(format!("decoder: {e}")))?)
         } else {
@@ -282,6 +341,7 @@ impl Viewer {
             last_seq: None,
             last_time: 0,
             report: PlayReport::default(),
+            sink,
         })
     }
 
@@ -294,6 +354,16 @@ impl Viewer {
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.report.disconnected = true;
+            }
+            Event::Closed => {
+                self.report.disconnected = true;
+                self.report.closed_by_server = true;
+            }
+            Event::PeerStats(s) => {
+                let pair = s.selected_candidate_pair.as_ref();
+                if let Some(rtt) = pair.and_then(|p| p.current_round_trip_time) {
+                    self.report.rtt = Some(rtt);
+                }
             }
             Event::MediaData(data) if data.params.spec().codec == Codec::Opus => {
                 self.on_opus(&data);
@@ -331,6 +401,10 @@ impl Viewer {
         }
         self.last_seq = Some(last);
         self.last_time = time;
+        let mut sink = self.sink.as_deref_mut();
+        if let Some(sink) = sink.as_mut() {
+            sink.opus(&data.data, gap);
+        }
 
         let Some(decoder) = self.decoder.as_mut() else {
             return;
@@ -338,26 +412,37 @@ impl Viewer {
         let at = data.network_time;
         for _ in 0..gap.min(MAX_CONCEAL_FRAMES) {
             if let Ok(samples) = decoder.conceal(&mut self.frame) {
-                append(report, &self.frame, samples, at, true);
+                append(report, &mut sink, &self.frame, samples, at, true);
             }
         }
         match decoder.decode(&data.data, &mut self.frame) {
-            Ok(samples) => append(report, &self.frame, samples, at, false),
+            Ok(samples) => append(report, &mut sink, &self.frame, samples, at, false),
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable Opus packet");
                 report.decode_errors += 1;
                 if let Ok(samples) = decoder.conceal(&mut self.frame) {
-                    append(report, &self.frame, samples, at, true);
+                    append(report, &mut sink, &self.frame, samples, at, true);
                 }
             }
         }
     }
 }
 
-/// Appends the first `samples` stereo samples of `frame` to the report's `pcm` and notes
-/// when they arrived.
-fn append(report: &mut PlayReport, frame: &Frame, samples: usize, at: Instant, concealed: bool) {
+/// Hands the first `samples` stereo samples of `frame` to the sink, if there is one, or
+/// appends them to the report's `pcm` and notes when they arrived.
+fn append<'s>(
+    report: &mut PlayReport,
+    sink: &mut Option<&mut (dyn PlaySink + 's)>,
+    frame: &Frame,
+    samples: usize,
+    at: Instant,
+    concealed: bool,
+) {
     let len = (samples * 2).min(frame.len());
+    if let Some(sink) = sink {
+        sink.pcm(&frame[..len]);
+        return;
+    }
     report.frame_arrivals.push(FrameArrival {
         offset: report.pcm.len() / 2,
         samples: len / 2,

@@ -12,6 +12,7 @@
 
 use super::driver::Driver;
 use super::http::SignalClient;
+use super::link_stats::LinkStats;
 use super::whep::keep_reachable_candidates;
 use super::whep::Viewer;
 pub use super::whep::{ClientError, CONNECT_TIMEOUT};
@@ -27,6 +28,12 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
+
+/// How often str0m reports stats (RTT, loss) when [`PublishOptions::stats`] is set.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a measuring publisher sleeps between looks at its socket.
+const MEASURING_NAP: Duration = Duration::from_millis(1);
 
 /// What to publish and how.
 pub struct PublishOptions {
@@ -50,6 +57,12 @@ pub struct PublishOptions {
     /// When done, vanish as a crashed client would: no DTLS close_notify, no DELETE (the
     /// server has to notice by itself). For soak and fault tests.
     pub abandon: bool,
+    /// Live counters (packets, bytes, RTT and loss from the server's receiver reports) for
+    /// a progress display; str0m's stats events are turned on only when this is set.
+    pub stats: Option<Arc<LinkStats>>,
+    /// Whether the report keeps each frame's send time (`PublishReport::sent_at`): true
+    /// for tests; a long-running publisher turns it off so memory stays flat.
+    pub keep_send_times: bool,
     /// Offer the audio `sendrecv` (two-way) and decode what the server sends back (the
     /// stream's mix minus this publisher) into [`PublishReport::heard`].
     pub listen: bool,
@@ -68,6 +81,8 @@ impl PublishOptions {
             video: false,
             bitrate: 0,
             abandon: false,
+            stats: None,
+            keep_send_times: true,
             listen: false,
         }
     }
@@ -84,6 +99,8 @@ impl std::fmt::Debug for PublishOptions {
             .field("video", &self.video)
             .field("bitrate", &self.bitrate)
             .field("abandon", &self.abandon)
+            .field("stats", &self.stats.is_some())
+            .field("keep_send_times", &self.keep_send_times)
             .field("listen", &self.listen)
             .finish()
     }
@@ -154,7 +171,16 @@ impl Publisher {
         if opts.video {
             builder = builder.enable_vp8(true).enable_h264(true);
         }
+        if opts.stats.is_some() {
+            builder = builder.set_stats_interval(Some(STATS_INTERVAL));
+        }
+        let measuring = opts.stats.is_some();
         let mut driver = Driver::new(builder.build(Instant::now()), socket)?;
+        if measuring {
+            // Replies (receiver reports, STUN) read within a millisecond of arriving, not
+            // at the next frame: the round trip they measure is then the network's.
+            driver.set_max_nap(MEASURING_NAP);
+        }
         let host = Candidate::host(driver.local_addr(), "udp")
             .map_err(|e| ClientError::Rtc(format!("host candidate: {e}")))?;
         let mut ignore = |_: Event| {};
@@ -186,19 +212,8 @@ impl Publisher {
 
         let signal = SignalClient::new(opts.token.as_deref());
         let posted_at = Instant::now();
-        let mut heard = match opts.listen {
-            true => Some(Viewer::new(true, posted_at)?),
-            false => None,
-        };
         let created = signal.post_offer(&opts.url, &offer.to_sdp_string())?;
-        let connected = connect(
-            &mut driver,
-            pending,
-            &created.answer,
-            opts.bind,
-            audio_mid,
-            &mut heard,
-        );
+        let connected = connect(&mut driver, pending, &created.answer, opts.bind, audio_mid);
         let (pt, connected_at) = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -217,7 +232,7 @@ impl Publisher {
             ..PublishReport::default()
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let sender = Sender {
+        let mut sender = Sender {
             driver,
             mid: audio_mid,
             pt,
@@ -225,25 +240,36 @@ impl Publisher {
             source: opts.source,
             duration: opts.duration,
             stop: stop.clone(),
-            abandon: opts.abandon,
+            stats: opts.stats,
+            keep_send_times: opts.keep_send_times,
             report,
-            heard,
         };
         let session_url = created.session_url;
         let url = session_url.clone();
         let abandon = opts.abandon;
+        let listen = opts.listen;
         let thread = std::thread::Builder::new()
             .name("whip-publisher".into())
             .spawn(move || {
-                let report = sender.run();
+                // The listening half lives on this thread (its sink is not `Send`); media
+                // that arrived while connecting, before it, is not counted.
+                let mut heard = match listen {
+                    true => Some(Viewer::new(true, posted_at, None)?),
+                    false => None,
+                };
+                let sent = sender.run(&mut heard);
+                sender.report.heard = heard.map(|v| v.report);
                 if abandon {
-                    return report;
+                    return sent.map(|()| sender.report);
                 }
-                // The session ends whatever happened to the media.
+                // The session ends whatever happened to the media: the DELETE first, so
+                // that the server ends it as closed by us (and says goodbye), then our
+                // own close_notify, which it no longer needs.
                 let deleted = signal.delete(&url);
-                let report = report?;
+                sender.driver.close();
+                sent?;
                 deleted?;
-                Ok(report)
+                Ok(sender.report)
             })?;
         Ok(Publisher {
             session_url,
@@ -255,6 +281,12 @@ impl Publisher {
     /// The session URL (the 201's `Location`).
     pub fn session_url(&self) -> &str {
         &self.session_url
+    }
+
+    /// Whether sending has ended (the duration is over or the connection dropped): then
+    /// [`wait`](Self::wait) returns at once, or after the DELETE.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
     }
 
     /// Sends until the duration is over, DELETEs the session and reports.
@@ -286,7 +318,6 @@ fn connect(
     answer: &str,
     bind: IpAddr,
     mid: Mid,
-    heard: &mut Option<Viewer>,
 ) -> Result<(Pt, Instant), ClientError> {
     let reachable = keep_reachable_candidates(answer, bind);
     let answer = SdpAnswer::from_sdp_string(&reachable)
@@ -295,7 +326,7 @@ fn connect(
     driver
         .mutate(
             |rtc| rtc.sdp_api().accept_answer(pending, answer),
-            &mut |e| state.on_event(e, heard),
+            &mut |e| state.on_event(e),
         )?
         .map_err(|e| ClientError::Rtc(format!("answer not accepted: {e}")))?;
     let pt = driver
@@ -307,7 +338,7 @@ fn connect(
                         .map(|p| p.pt())
                 })
             },
-            &mut |e| state.on_event(e, heard),
+            &mut |e| state.on_event(e),
         )?
         .ok_or_else(|| ClientError::Rtc("the answer accepted no Opus".into()))?;
 
@@ -326,7 +357,7 @@ fn connect(
                 "not connected within {CONNECT_TIMEOUT:?} of the answer"
             )));
         }
-        driver.step(connect_by, &mut |e| state.on_event(e, heard))?;
+        driver.step(connect_by, &mut |e| state.on_event(e))?;
     }
 }
 
@@ -338,14 +369,10 @@ struct Connecting {
 }
 
 impl Connecting {
-    fn on_event(&mut self, event: Event, heard: &mut Option<Viewer>) {
-        if let (Event::MediaData(_), Some(v)) = (&event, heard.as_mut()) {
-            v.on_event(event);
-            return;
-        }
+    fn on_event(&mut self, event: Event) {
         match event {
             Event::Connected => self.connected_at = Some(Instant::now()),
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 self.disconnected = true;
             }
             _ => {}
@@ -362,20 +389,21 @@ struct Sender {
     source: Box<dyn Source + Send>,
     duration: Duration,
     stop: Arc<AtomicBool>,
-    /// End without a close_notify (see [`PublishOptions::abandon`]).
-    abandon: bool,
+    stats: Option<Arc<LinkStats>>,
+    keep_send_times: bool,
     report: PublishReport,
-    /// The listening half of a two-way publisher.
-    heard: Option<Viewer>,
 }
 
 impl Sender {
     /// Sends `duration` worth of frames (or until stopped or disconnected). Each frame is
     /// pulled and encoded ahead of its due time, so that its packet leaves on time.
-    fn run(mut self) -> Result<PublishReport, ClientError> {
+    fn run(&mut self, heard: &mut Option<Viewer<'_>>) -> Result<(), ClientError> {
         let frames = self.duration.as_nanos().div_ceil(FRAME_DURATION.as_nanos());
         let frames = u64::try_from(frames).unwrap_or(u64::MAX);
-        self.report.sent_at = Vec::with_capacity(usize::try_from(frames.min(1 << 16)).unwrap_or(0));
+        if self.keep_send_times {
+            self.report.sent_at =
+                Vec::with_capacity(usize::try_from(frames.min(1 << 16)).unwrap_or(0));
+        }
         let mut pcm: Box<Frame> = Box::new([0.0; FRAME_LEN]);
         let mut packet = vec![0u8; MAX_PACKET];
         let origin = Instant::now();
@@ -388,14 +416,14 @@ impl Sender {
             self.source.fill(&mut pcm);
             let encoded = self.encoder.encode(&pcm, &mut packet);
             let disconnected = &mut self.report.disconnected;
-            let heard = &mut self.heard;
+            let stats = self.stats.as_deref();
             self.driver
-                .sleep_until(due, &mut |e| watch(e, disconnected, heard))?;
+                .sleep_until(due, &mut |e| watch(e, disconnected, stats, heard))?;
             if self.report.disconnected || self.stop.load(Ordering::Relaxed) {
                 break;
             }
             match encoded {
-                Ok(len) => self.send(index, due, &packet[..len])?,
+                Ok(len) => self.send(index, due, &packet[..len], heard)?,
                 Err(e) => {
                     tracing::debug!(index, error = %e, "encode failed");
                     self.report.send_errors += 1;
@@ -403,19 +431,21 @@ impl Sender {
             }
             due += FRAME_DURATION;
         }
-        if !self.abandon {
-            self.driver.close();
-        }
-        self.report.heard = self.heard.take().map(|v| v.report);
-        Ok(self.report)
+        Ok(())
     }
 
     /// Writes frame `index`, which was due at `due`, and sends its packet.
-    fn send(&mut self, index: u64, due: Instant, data: &[u8]) -> Result<(), ClientError> {
+    fn send(
+        &mut self,
+        index: u64,
+        due: Instant,
+        data: &[u8],
+        heard: &mut Option<Viewer<'_>>,
+    ) -> Result<(), ClientError> {
         let rtp_time = MediaTime::new(index * FRAME_SAMPLES as u64, Frequency::FORTY_EIGHT_KHZ);
         let (mid, pt) = (self.mid, self.pt);
         let disconnected = &mut self.report.disconnected;
-        let heard = &mut self.heard;
+        let stats = self.stats.as_deref();
         let written = self.driver.mutate(
             |rtc| match rtc.writer(mid) {
                 Some(w) => w
@@ -423,14 +453,19 @@ impl Sender {
                     .map_err(|e| e.to_string()),
                 None => Err("the session is closed".to_string()),
             },
-            &mut |e| watch(e, disconnected, heard),
+            &mut |e| watch(e, disconnected, stats, heard),
         )?;
         let left = Instant::now();
         match written {
             Ok(()) => {
                 self.report.packets_sent += 1;
                 self.report.bytes_sent += data.len() as u64;
-                self.report.sent_at.push((index, left));
+                if let Some(stats) = &self.stats {
+                    stats.count(data.len());
+                }
+                if self.keep_send_times {
+                    self.report.sent_at.push((index, left));
+                }
                 self.report.max_lateness = self.report.max_lateness.max(left - due);
             }
             Err(e) => {
@@ -442,18 +477,29 @@ impl Sender {
     }
 }
 
-/// Notes an ICE disconnection (the server is gone or stopped answering consent checks), and
-/// hands media to the listening half of a two-way publisher.
-fn watch(event: Event, disconnected: &mut bool, heard: &mut Option<Viewer>) {
+/// Notes the end of the connection: ICE disconnected (the server is gone or stopped
+/// answering consent checks) or the server's DTLS close_notify (it ended the session).
+/// Hands stats events to `stats`, and media to the listening half of a two-way publisher.
+fn watch(
+    event: Event,
+    disconnected: &mut bool,
+    stats: Option<&LinkStats>,
+    heard: &mut Option<Viewer<'_>>,
+) {
     if let (Event::MediaData(_), Some(v)) = (&event, heard.as_mut()) {
         v.on_event(event);
         return;
     }
-    if matches!(
-        event,
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected)
-    ) {
-        *disconnected = true;
+    match &event {
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+            *disconnected = true;
+        }
+        Event::MediaEgressStats(_) | Event::PeerStats(_) => {
+            if let Some(stats) = stats {
+                stats.on_event(&event);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -26,6 +26,8 @@ pub struct OggOpusWriter<W: Write> {
     pre_skip: u16,
     in_page: u32,
     held: Option<Vec<u8>>,
+    /// Packets put on pages so far (the granule also counts lost ones).
+    put_packets: u64,
 }
 
 /// The OpusHead packet (RFC 7845 §5.1): version 1, stereo, `pre_skip`, 48 kHz, no gain,
@@ -75,6 +77,7 @@ impl<W: Write> OggOpusWriter<W> {
             pre_skip,
             in_page: 0,
             held: None,
+            put_packets: 0,
         })
     }
 
@@ -86,8 +89,21 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// Adds one 20 ms packet that came after `lost` packets that never did (a WHEP
+    /// client's gaps, `mixcast pull`): their 20 ms each are skipped in the granule
+    /// position, so the file's timeline stays the stream's.
+    pub fn write_after_loss(&mut self, packet: &[u8], lost: u64) -> io::Result<()> {
+        if let Some(prev) = self.held.take() {
+            self.put(prev, false)?;
+        }
+        self.granule += lost * FRAME_SAMPLES as u64;
+        self.held = Some(packet.to_vec());
+        Ok(())
+    }
+
     fn put(&mut self, packet: Vec<u8>, last: bool) -> io::Result<()> {
         self.granule += FRAME_SAMPLES as u64;
+        self.put_packets += 1;
         self.in_page += 1;
         let end = if last {
             PacketWriteEndInfo::EndStream
@@ -115,7 +131,7 @@ impl<W: Write> OggOpusWriter<W> {
 
     /// Packets written (the one held back included).
     pub fn packets(&self) -> u64 {
-        self.granule / FRAME_SAMPLES as u64 + u64::from(self.held.is_some())
+        self.put_packets + u64::from(self.held.is_some())
     }
 
     /// The output.
@@ -189,6 +205,20 @@ mod tests {
             }
         }
         crc
+    }
+
+    #[test]
+    fn lost_packets_are_skipped_in_the_granule() {
+        let mut w = OggOpusWriter::new(Vec::new(), 7, 0, &[]).unwrap();
+        w.write_after_loss(&[1], 0).unwrap();
+        w.write_after_loss(&[2], 3).unwrap();
+        assert_eq!(w.packets(), 2);
+        assert!((w.seconds() - 5.0 * 0.02).abs() < 1e-9);
+        let bytes = w.finish().unwrap();
+        let p = pages(&bytes);
+        let last = p.last().unwrap();
+        assert_eq!(last.1, 5 * FRAME_SAMPLES as u64, "granule of the last page");
+        assert_eq!(last.4, vec![vec![1], vec![2]]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct ServerBinary {
     child: Child,
     /// Its HTTP address.
     pub http: SocketAddr,
+    /// Its UDP (media) port.
+    pub udp_port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -38,10 +40,20 @@ impl ServerBinary {
     /// Starts the binary with `args` (after the bind address and ports) and `env`, and
     /// waits until it listens.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> ServerBinary {
+        ServerBinary::start_on(free_tcp(), free_udp(), args, env)
+    }
+
+    /// As [`start`](Self::start), on the given ports (a server restarted where the last
+    /// one was).
+    pub fn start_on(
+        http_port: u16,
+        udp_port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerBinary {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("server.log");
         let out = std::fs::File::create(&log).expect("the log file");
-        let (http_port, udp_port) = (free_tcp(), free_udp());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mixcast"));
         cmd.args(["--bind", "127.0.0.1", "--http-port"])
             .arg(http_port.to_string())
@@ -68,6 +80,7 @@ impl ServerBinary {
         ServerBinary {
             child,
             http,
+            udp_port,
             log,
             _dir: dir,
         }
@@ -140,6 +153,28 @@ impl ServerBinary {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+impl ServerBinary {
+    /// Sends `signal` (e.g. `libc::SIGTERM`) and waits up to `timeout` for the process to
+    /// exit; its exit status, or None if it did not exit in time (it is killed on drop).
+    pub fn signal_and_wait(
+        &mut self,
+        signal: libc::c_int,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 }
 

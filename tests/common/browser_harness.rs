@@ -115,12 +115,15 @@ pub fn cdp(error: CdpError) -> String {
     error.to_string()
 }
 
-/// Saves a screenshot as `$MIXCAST_SCREENSHOTS/<name>.png` when that variable is set.
+/// Saves a screenshot of the whole page as `<name>.png` in `target/tmp/screenshots/` (or
+/// `$MIXCAST_SCREENSHOTS`), for a person to look at; says where on stderr.
 pub fn screenshot(browser: &mut Chromium, name: &str) -> Result<(), String> {
-    let Some(dir) = std::env::var_os("MIXCAST_SCREENSHOTS") else {
-        return Ok(());
-    };
-    browser
-        .screenshot(&PathBuf::from(dir).join(format!("{name}.png")))
-        .map_err(cdp)
+    let dir = std::env::var_os("MIXCAST_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}.png"));
+    browser.screenshot(&path).map_err(cdp)?;
+    eprintln!("screenshot: {}", path.display());
+    Ok(())
 }

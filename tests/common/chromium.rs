@@ -227,11 +227,11 @@ impl Chromium {
         }
     }
 
-    /// Saves a PNG of the page (for looking at it: `MIXCAST_SCREENSHOTS=dir`).
+    /// Saves a PNG of the whole page (beyond the viewport too).
     pub fn screenshot(&mut self, path: &Path) -> Result<(), CdpError> {
         let shot = self.command(
             "Page.captureScreenshot",
-            json!({ "format": "png" }),
+            json!({ "format": "png", "captureBeyondViewport": true }),
             COMMAND_TIMEOUT,
         )?;
         let png = shot["data"]

@@ -1,5 +1,5 @@
 // Command pion_peer is pion/webrtc v3 as a WHIP publisher or a WHEP viewer of mixcast, for
-// tests/interop_pion.rs.
+// tests/interop_pion.rs, or as a WHIP and WHEP server for mixcast's clients (server.go).
 //
 // It owns nothing but one PeerConnection for one run. Pion has no Opus encoder, so the
 // publisher sends Opus packets the test made (a file of frames, each a 2-byte big-endian
@@ -40,12 +40,13 @@ const (
 )
 
 func main() {
-	mode := flag.String("mode", "", "publish (WHIP) or view (WHEP)")
+	mode := flag.String("mode", "", "publish (WHIP), view (WHEP) or serve (a WHIP and WHEP server)")
 	endpoint := flag.String("url", "", "the WHIP or WHEP endpoint")
-	opusIn := flag.String("opus-in", "", "publish: the Opus frames to send")
-	rtpOut := flag.String("rtp-out", "", "view: where to write the received Opus RTP packets")
+	opusIn := flag.String("opus-in", "", "publish, serve: the Opus frames to send")
+	rtpOut := flag.String("rtp-out", "", "view, serve: where to write the received Opus RTP packets")
 	seconds := flag.Float64("seconds", 4, "view: how long to receive once connected")
 	offerOut := flag.String("offer-out", "", "where to write the offer as POSTed (optional)")
+	listen := flag.String("listen", "127.0.0.1:0", "serve: the HTTP address")
 	flag.Parse()
 
 	var summary map[string]interface{}
@@ -55,6 +56,8 @@ func main() {
 		summary, err = publish(*endpoint, *opusIn, *offerOut)
 	case "view":
 		summary, err = view(*endpoint, *rtpOut, *offerOut, time.Duration(*seconds*float64(time.Second)))
+	case "serve":
+		summary, err = serve(*listen, *rtpOut, *opusIn, time.Duration(*seconds*float64(time.Second)))
 	default:
 		err = fmt.Errorf("-mode must be publish or view, not %q", *mode)
 	}
