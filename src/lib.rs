@@ -26,7 +26,8 @@
 //! ## Where to start reading
 //! [`server::Server::start`] wires everything; [`engine::egress`] is the heart (sans-IO,
 //! tested with a virtual clock in `tests/core_virtual_clock.rs`); [`engine::offer`] turns
-//! an offer into an `Rtc` and its answer.
+//! an offer into an `Rtc` and its answer. Two-way peers (a `sendrecv` WHIP session, a WHEP
+//! session with `?minus=`) hear their mix-minus: [`media::mix_minus`].
 //!
 //! ## What it does not do (yet)
 //! WHIP ingress, video forwarding and multi-threaded fan-out are later work.

@@ -114,6 +114,9 @@ pub struct Metrics {
     mixer_encodes: AtomicU64,
     /// Stream frames sent as the kept silence packet, not encoded.
     mixer_silence_reused: AtomicU64,
+    mixminus_encodes: AtomicU64,
+    mixminus_shared: AtomicU64,
+    mixminus_switches: AtomicU64,
     /// Audio packets and video frames a recording lost because its writer thread's queue
     /// was full (the disk fell behind; `record`).
     pub recording_dropped: AtomicU64,
@@ -185,6 +188,14 @@ impl Metrics {
     pub fn mixed(&self, encoded: u64, reused: u64) {
         self.mixer_encodes.fetch_add(encoded, Relaxed);
         self.mixer_silence_reused.fetch_add(reused, Relaxed);
+    }
+
+    /// One tick's mix-minus work: `own` talkers got a frame of their own (an encode each),
+    /// `shared` got the stream's shared frame, `switches` went from shared to own.
+    pub fn mix_minus(&self, own: u64, shared: u64, switches: u64) {
+        self.mixminus_encodes.fetch_add(own, Relaxed);
+        self.mixminus_shared.fetch_add(shared, Relaxed);
+        self.mixminus_switches.fetch_add(switches, Relaxed);
     }
 
     /// Opus encodes of stream mixes so far.
@@ -347,6 +358,21 @@ impl Metrics {
                 "mixcast_mixer_silence_reused_total",
                 "Stream frames sent as the kept silence packet instead of encoded.",
                 &self.mixer_silence_reused,
+            ),
+            (
+                "mixcast_mixminus_encodes_total",
+                "Mix-minus frames encoded for talkers (one per audible talker per tick).",
+                &self.mixminus_encodes,
+            ),
+            (
+                "mixcast_mixminus_shared_total",
+                "Talkers' frames sent as the stream's shared frame (the talker was silent).",
+                &self.mixminus_shared,
+            ),
+            (
+                "mixcast_mixminus_switches_total",
+                "Talkers switched from the shared frame to their own mix-minus.",
+                &self.mixminus_switches,
             ),
             (
                 "mixcast_recording_dropped_total",

@@ -662,3 +662,116 @@ fn lip_sync_survives_the_jitter_buffer_in_virtual_time() {
         "audio {skew_ms:+.1} ms against video (jitter buffer not accounted for?)"
     );
 }
+
+/// Two talkers (`sendrecv` publishers, 1 kHz and 440 Hz) and a listen-only viewer of one
+/// stream in virtual time: each talker hears the other and not itself, with its RTP times
+/// continuous; the viewer hears both; a viewer tied to talker 1 (`Egress::hear_minus`, what
+/// `?minus=` does) hears 440 Hz only; the talkers' frames are counted as mix-minus encodes.
+#[test]
+fn talkers_hear_the_mix_minus_themselves_in_virtual_time() {
+    let mut now = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    let directory = Arc::new(StreamDirectory::new([("live".to_string(), vec![])]));
+    let mut egress = Egress::new(vec![], directory, 128_000, metrics.clone());
+    let mut wire = Wire::default();
+    let mut next_tick = now + FRAME_DURATION;
+    let mut peers = vec![new_peer(
+        1,
+        50001,
+        Direction::SendRecv,
+        &mut egress,
+        &mut wire,
+        now,
+        "talk",
+    )];
+    let mut second = new_peer(
+        2,
+        50002,
+        Direction::SendRecv,
+        &mut egress,
+        &mut wire,
+        now,
+        "talk",
+    );
+    second.tone_hz = 440.0;
+    peers.push(second);
+    for (key, port) in [(3, 50003), (4, 50004)] {
+        peers.push(new_peer(
+            key,
+            port,
+            Direction::RecvOnly,
+            &mut egress,
+            &mut wire,
+            now,
+            "talk",
+        ));
+    }
+    assert!(
+        egress.hear_minus(4, 1),
+        "viewer 4 hears the mix minus talker 1"
+    );
+    assert!(
+        !egress.hear_minus(4, 99),
+        "no publisher 99: refused (and viewer 4 ended)"
+    );
+    peers.pop();
+    peers.push(new_peer(
+        5,
+        50005,
+        Direction::RecvOnly,
+        &mut egress,
+        &mut wire,
+        now,
+        "talk",
+    ));
+    assert!(egress.hear_minus(5, 1));
+    run_until(
+        now + Duration::from_secs(4),
+        &mut now,
+        &mut next_tick,
+        &mut peers,
+        &mut egress,
+        &mut wire,
+    );
+    let ended = egress.take_ended();
+    assert_eq!(ended.len(), 1, "only viewer 4 ended: {ended:?}");
+    assert!(peers.iter().all(|p| p.connected), "every peer connected");
+
+    let tail = |p: &Peer| p.pcm[p.pcm.len() - 2 * 48_000..].to_vec();
+    let db = |a: f32, b: f32| 20.0 * (a.max(1e-9) / b.max(1e-9)).log10();
+    for (i, hear, not) in [(0, 440.0, 1000.0), (1, 1000.0, 440.0), (3, 440.0, 1000.0)] {
+        let (l, r) = deinterleave(&tail(&peers[i]));
+        for ch in [&l, &r] {
+            let (h, n) = (amplitude_at(ch, hear), amplitude_at(ch, not));
+            println!(
+                "peer {}: {hear} Hz {h:.3}, {not} Hz {n:.5} ({:.1} dB)",
+                peers[i].key,
+                db(n, h)
+            );
+            assert!(h > 0.2, "peer {}: {hear} Hz at {h}", peers[i].key);
+            assert!(db(n, h) < -30.0, "peer {}: {not} Hz at {n}", peers[i].key);
+        }
+        // One packet per tick, RTP time +960 each.
+        for w in peers[i].audio_times.windows(2) {
+            assert_eq!(
+                w[1].0.numer() - w[0].0.numer(),
+                960,
+                "peer {}",
+                peers[i].key
+            );
+        }
+    }
+    let (l, _) = deinterleave(&tail(&peers[2]));
+    assert!(amplitude_at(&l, 440.0) > 0.2 && amplitude_at(&l, 1000.0) > 0.2);
+    let text = metrics.render();
+    let own: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("mixcast_mixminus_encodes_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("the counter is exported");
+    // Two talkers, both always audible, for about 4 s (200 ticks) each.
+    assert!(own > 2 * 180, "{own} mix-minus encodes");
+}

@@ -307,8 +307,9 @@ fn receive(
     Ok(viewer.report)
 }
 
-/// What a viewer does with the events of its `Rtc`.
-struct Viewer<'a> {
+/// What a viewer does with the events of its `Rtc` (also a two-way publisher's listening
+/// half, see [`super::whip::PublishOptions::listen`]).
+pub(crate) struct Viewer<'a> {
     posted_at: Instant,
     connected_at: Option<Instant>,
     decoder: Option<Decoder>,
@@ -316,13 +317,13 @@ struct Viewer<'a> {
     /// The highest RTP sequence number seen, and that packet's RTP time (48 kHz).
     last_seq: Option<u64>,
     last_time: u64,
-    report: PlayReport,
+    pub(crate) report: PlayReport,
     /// Where the media goes when it is not kept in the report.
     sink: Option<&'a mut dyn PlaySink>,
 }
 
 impl<'a> Viewer<'a> {
-    fn new(
+    pub(crate) fn new(
         decode: bool,
         posted_at: Instant,
         sink: Option<&'a mut dyn PlaySink>,
@@ -344,7 +345,7 @@ impl<'a> Viewer<'a> {
         })
     }
 
-    fn on_event(&mut self, event: Event) {
+    pub(crate) fn on_event(&mut self, event: Event) {
         match event {
             Event::Connected => {
                 let now = Instant::now();

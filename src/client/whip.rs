@@ -14,6 +14,7 @@ use super::driver::Driver;
 use super::http::SignalClient;
 use super::link_stats::LinkStats;
 use super::whep::keep_reachable_candidates;
+use super::whep::Viewer;
 pub use super::whep::{ClientError, CONNECT_TIMEOUT};
 use crate::media::opus::{Encoder, MAX_PACKET};
 use crate::media::sources::Source;
@@ -62,6 +63,9 @@ pub struct PublishOptions {
     /// Whether the report keeps each frame's send time (`PublishReport::sent_at`): true
     /// for tests; a long-running publisher turns it off so memory stays flat.
     pub keep_send_times: bool,
+    /// Offer the audio `sendrecv` (two-way) and decode what the server sends back (the
+    /// stream's mix minus this publisher) into [`PublishReport::heard`].
+    pub listen: bool,
 }
 
 impl PublishOptions {
@@ -79,6 +83,7 @@ impl PublishOptions {
             abandon: false,
             stats: None,
             keep_send_times: true,
+            listen: false,
         }
     }
 }
@@ -96,6 +101,7 @@ impl std::fmt::Debug for PublishOptions {
             .field("abandon", &self.abandon)
             .field("stats", &self.stats.is_some())
             .field("keep_send_times", &self.keep_send_times)
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -124,6 +130,9 @@ pub struct PublishReport {
     pub send_errors: u64,
     /// Whether the connection dropped before the end.
     pub disconnected: bool,
+    /// With [`PublishOptions::listen`]: what the server sent back, decoded (its `pcm`,
+    /// packets, loss and RTP time jumps; `answer_sdp` and `session_url` are left empty).
+    pub heard: Option<super::whep::PlayReport>,
 }
 
 /// A publisher running on a thread of its own: [`start`](Self::start) returns once it is
@@ -182,10 +191,15 @@ impl Publisher {
             &mut ignore,
         )?;
         let video = opts.video;
+        let direction = if opts.listen {
+            Direction::SendRecv
+        } else {
+            Direction::SendOnly
+        };
         let (audio_mid, offer) = driver.mutate(
             |rtc| {
                 let mut change = rtc.sdp_api();
-                let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
                 if video {
                     change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
                 }
@@ -233,10 +247,18 @@ impl Publisher {
         let session_url = created.session_url;
         let url = session_url.clone();
         let abandon = opts.abandon;
+        let listen = opts.listen;
         let thread = std::thread::Builder::new()
             .name("whip-publisher".into())
             .spawn(move || {
-                let sent = sender.run();
+                // The listening half lives on this thread (its sink is not `Send`); media
+                // that arrived while connecting, before it, is not counted.
+                let mut heard = match listen {
+                    true => Some(Viewer::new(true, posted_at, None)?),
+                    false => None,
+                };
+                let sent = sender.run(&mut heard);
+                sender.report.heard = heard.map(|v| v.report);
                 if abandon {
                     return sent.map(|()| sender.report);
                 }
@@ -375,7 +397,7 @@ struct Sender {
 impl Sender {
     /// Sends `duration` worth of frames (or until stopped or disconnected). Each frame is
     /// pulled and encoded ahead of its due time, so that its packet leaves on time.
-    fn run(&mut self) -> Result<(), ClientError> {
+    fn run(&mut self, heard: &mut Option<Viewer<'_>>) -> Result<(), ClientError> {
         let frames = self.duration.as_nanos().div_ceil(FRAME_DURATION.as_nanos());
         let frames = u64::try_from(frames).unwrap_or(u64::MAX);
         if self.keep_send_times {
@@ -396,12 +418,12 @@ impl Sender {
             let disconnected = &mut self.report.disconnected;
             let stats = self.stats.as_deref();
             self.driver
-                .sleep_until(due, &mut |e| watch(e, disconnected, stats))?;
+                .sleep_until(due, &mut |e| watch(e, disconnected, stats, heard))?;
             if self.report.disconnected || self.stop.load(Ordering::Relaxed) {
                 break;
             }
             match encoded {
-                Ok(len) => self.send(index, due, &packet[..len])?,
+                Ok(len) => self.send(index, due, &packet[..len], heard)?,
                 Err(e) => {
                     tracing::debug!(index, error = %e, "encode failed");
                     self.report.send_errors += 1;
@@ -413,7 +435,13 @@ impl Sender {
     }
 
     /// Writes frame `index`, which was due at `due`, and sends its packet.
-    fn send(&mut self, index: u64, due: Instant, data: &[u8]) -> Result<(), ClientError> {
+    fn send(
+        &mut self,
+        index: u64,
+        due: Instant,
+        data: &[u8],
+        heard: &mut Option<Viewer<'_>>,
+    ) -> Result<(), ClientError> {
         let rtp_time = MediaTime::new(index * FRAME_SAMPLES as u64, Frequency::FORTY_EIGHT_KHZ);
         let (mid, pt) = (self.mid, self.pt);
         let disconnected = &mut self.report.disconnected;
@@ -425,7 +453,7 @@ impl Sender {
                     .map_err(|e| e.to_string()),
                 None => Err("the session is closed".to_string()),
             },
-            &mut |e| watch(e, disconnected, stats),
+            &mut |e| watch(e, disconnected, stats, heard),
         )?;
         let left = Instant::now();
         match written {
@@ -451,8 +479,17 @@ impl Sender {
 
 /// Notes the end of the connection: ICE disconnected (the server is gone or stopped
 /// answering consent checks) or the server's DTLS close_notify (it ended the session).
-/// Hands stats events to `stats`.
-fn watch(event: Event, disconnected: &mut bool, stats: Option<&LinkStats>) {
+/// Hands stats events to `stats`, and media to the listening half of a two-way publisher.
+fn watch(
+    event: Event,
+    disconnected: &mut bool,
+    stats: Option<&LinkStats>,
+    heard: &mut Option<Viewer<'_>>,
+) {
+    if let (Event::MediaData(_), Some(v)) = (&event, heard.as_mut()) {
+        v.on_event(event);
+        return;
+    }
     match &event {
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
             *disconnected = true;

@@ -67,6 +67,19 @@ impl MixEncoder {
         self.resting.as_ref()
     }
 
+    /// Feeds `frames` to the encoder and throws their packets away, so that its input
+    /// memories hold that signal (a talker's encoder taking over from the shared one, see
+    /// [`crate::media::mix_minus`]). Forgets any settled silence.
+    pub fn prime<'a>(&mut self, frames: impl Iterator<Item = &'a Frame>) -> Result<(), CodecError> {
+        self.resting = None;
+        self.silent_run = 0;
+        self.last_silent = None;
+        for f in frames {
+            self.encoder.encode(f, &mut self.packet)?;
+        }
+        Ok(())
+    }
+
     /// Encodes `pcm` (zeroed first when it is digital silence), or hands out the settled
     /// silence packet again.
     pub fn encode(&mut self, pcm: &mut Frame) -> Result<(Arc<[u8]>, Encoded), CodecError> {

@@ -40,6 +40,9 @@ struct Input {
     id: InputId,
     source: Box<dyn Source>,
     gain: f32,
+    /// Kept when the input is tapped ([`Mixer::tap`]): its last frame as mixed (gain
+    /// applied), and that frame's peak.
+    tap: Option<(Box<Frame>, f32)>,
 }
 
 /// One stream's mix.
@@ -48,6 +51,10 @@ pub struct Mixer {
     next_id: u64,
     /// One input's frame, reused every call.
     scratch: Box<Frame>,
+    /// The last frame's sum before the limiter, kept while an input is tapped (mix-minus
+    /// subtracts a tapped input from it).
+    sum: Box<Frame>,
+    taps: usize,
     limiter: Limiter,
 }
 
@@ -66,6 +73,8 @@ impl Mixer {
             inputs: Vec::with_capacity(8),
             next_id: 0,
             scratch: Box::new([0.0; FRAME_LEN]),
+            sum: Box::new([0.0; FRAME_LEN]),
+            taps: 0,
             limiter: Limiter::new(),
         }
     }
@@ -79,8 +88,43 @@ impl Mixer {
             id,
             source,
             gain: sanitize_gain(gain),
+            tap: None,
         });
         id
+    }
+
+    /// Keeps input `id`'s contribution to each frame from now on (allocates one frame), so
+    /// that [`MinusMix`] can mix everything but it. False if there is no such input.
+    pub fn tap(&mut self, id: InputId) -> bool {
+        match self.inputs.iter_mut().find(|i| i.id == id) {
+            Some(input) => {
+                if input.tap.is_none() {
+                    input.tap = Some((Box::new([0.0; FRAME_LEN]), 0.0));
+                    self.taps += 1;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops keeping input `id`'s contribution.
+    pub fn untap(&mut self, id: InputId) {
+        if let Some(input) = self.inputs.iter_mut().find(|i| i.id == id) {
+            if input.tap.take().is_some() {
+                self.taps -= 1;
+            }
+        }
+    }
+
+    /// The peak of tapped input `id`'s last frame as mixed (gain applied); `None` when the
+    /// input is gone or not tapped.
+    pub fn tapped_peak(&self, id: InputId) -> Option<f32> {
+        self.inputs
+            .iter()
+            .find(|i| i.id == id)
+            .and_then(|i| i.tap.as_ref())
+            .map(|t| t.1)
     }
 
     /// Changes an input's gain (clamped like in [`add`](Self::add)). False if there is no
@@ -103,7 +147,11 @@ impl Mixer {
     /// Removes an input and hands it back (so the caller may drop it off the TX thread).
     pub fn remove(&mut self, id: InputId) -> Option<Box<dyn Source>> {
         let pos = self.inputs.iter().position(|i| i.id == id)?;
-        Some(self.inputs.remove(pos).source)
+        let input = self.inputs.remove(pos);
+        if input.tap.is_some() {
+            self.taps -= 1;
+        }
+        Some(input.source)
     }
 
     /// The inputs' ids, in the order they were added.
@@ -144,26 +192,111 @@ impl Mixer {
     /// [`Source::fill_at`]). Inputs that report [`Source::is_finished`] afterwards are
     /// dropped from the mix; their last frame (a fade-out) has been mixed.
     pub fn mix_at(&mut self, out: &mut Frame, now: std::time::Instant) {
+        self.sum_at(out, now);
+        self.limit(out);
+    }
+
+    /// The first half of [`mix_at`](Self::mix_at): the inputs' sum, before the limiter, into
+    /// `out` (kept for [`MinusMix`] while an input is tapped).
+    pub fn sum_at(&mut self, out: &mut Frame, now: std::time::Instant) {
         out.fill(0.0);
         let mut finished = false;
         for input in &mut self.inputs {
             input.source.fill_at(&mut self.scratch, now);
             finished |= input.source.is_finished();
+            if let Some((tap, peak)) = &mut input.tap {
+                tap.fill(0.0);
+                *peak = 0.0;
+            }
             if input.gain == 0.0 {
                 continue;
             }
             let g = input.gain;
-            for (o, &x) in out.iter_mut().zip(self.scratch.iter()) {
-                // A source's NaN or infinity must not poison the whole mix.
-                if x.is_finite() {
-                    *o += g * x;
+            match &mut input.tap {
+                None => {
+                    for (o, &x) in out.iter_mut().zip(self.scratch.iter()) {
+                        // A source's NaN or infinity must not poison the whole mix.
+                        if x.is_finite() {
+                            *o += g * x;
+                        }
+                    }
+                }
+                Some((tap, peak)) => {
+                    let mut p = 0.0f32;
+                    for ((o, t), &x) in out.iter_mut().zip(tap.iter_mut()).zip(self.scratch.iter())
+                    {
+                        if x.is_finite() {
+                            *t = g * x;
+                            *o += *t;
+                            p = p.max(t.abs());
+                        }
+                    }
+                    *peak = p;
                 }
             }
         }
         if finished {
+            let before = self.inputs.len();
             self.inputs.retain(|i| !i.source.is_finished());
+            if before != self.inputs.len() {
+                self.taps = self.inputs.iter().filter(|i| i.tap.is_some()).count();
+            }
+        }
+        if self.taps > 0 {
+            self.sum.copy_from_slice(out);
+        }
+    }
+
+    /// The second half of [`mix_at`](Self::mix_at): the limiter, on the sum in `out`.
+    pub fn limit(&mut self, out: &mut Frame) {
+        self.limiter.process(out);
+    }
+}
+
+/// One input's mix-minus: everything in a [`Mixer`] but that (tapped) input, with the same
+/// gains and a limiter of its own (which starts from the full mix's limiter state, see
+/// [`MinusMix::follow`]). Never allocates, never reads the clock.
+#[derive(Debug, Clone)]
+pub struct MinusMix {
+    limiter: Limiter,
+}
+
+impl MinusMix {
+    /// A mix-minus with a fresh limiter.
+    pub fn new() -> MinusMix {
+        MinusMix {
+            limiter: Limiter::new(),
+        }
+    }
+
+    /// Takes over the full mix's limiter state: called just before the mixer's
+    /// [`Mixer::limit`] of a frame, so this limiter goes on from where the full mix's was
+    /// after the previous frame (the two mixes were the same while the input was silent).
+    pub fn follow(&mut self, mixer: &Mixer) {
+        self.limiter = mixer.limiter.clone();
+    }
+
+    /// The mixer's last frame without tapped input `id`, limited, into `out`. Without such
+    /// a tap (the input is gone), the whole sum.
+    pub fn mix(&mut self, mixer: &Mixer, id: InputId, out: &mut Frame) {
+        out.copy_from_slice(&mixer.sum[..]);
+        let tap = mixer
+            .inputs
+            .iter()
+            .find(|i| i.id == id)
+            .and_then(|i| i.tap.as_ref());
+        if let Some((tap, _)) = tap {
+            for (o, t) in out.iter_mut().zip(tap.iter()) {
+                *o -= t;
+            }
         }
         self.limiter.process(out);
+    }
+}
+
+impl Default for MinusMix {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

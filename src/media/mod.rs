@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod jitter;
 pub mod mix_encoder;
+pub mod mix_minus;
 pub mod mixer;
 pub mod opus;
 pub mod publisher;

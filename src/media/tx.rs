@@ -38,6 +38,9 @@ pub enum TxCommand {
         srtp_keys: Option<SrtpKeys>,
         /// The stream it watches.
         stream: String,
+        /// The publisher whose mix-minus it hears (`?minus=`; such viewers are placed on
+        /// the mixing thread).
+        minus: Option<PeerKey>,
     },
     /// Take over a negotiated publisher; its audio joins the stream's mix (the stream is
     /// created if needed).
@@ -257,9 +260,14 @@ impl Worker {
                         rtc,
                         srtp_keys,
                         stream,
-                    }) => self
-                        .egress
-                        .add_viewer(now, key, *rtc, srtp_keys, &stream, tx),
+                        minus,
+                    }) => {
+                        self.egress
+                            .add_viewer(now, key, *rtc, srtp_keys, &stream, tx);
+                        if let Some(publisher) = minus {
+                            self.egress.hear_minus(key, publisher);
+                        }
+                    }
                     Ok(TxCommand::AddPublisher {
                         key,
                         rtc,

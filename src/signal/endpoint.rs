@@ -22,6 +22,7 @@ use super::{add_ice_links, options_headers, AppState};
 use crate::config::valid_stream_name;
 use crate::engine::egress::PublisherOptions;
 use crate::engine::offer::{self, OfferError, Role};
+use crate::engine::PeerKey;
 use crate::log_throttle::{more_text, SharedThrottle};
 use crate::media::tx::TxCommand;
 use crate::net::DemuxCommand;
@@ -76,6 +77,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 pub struct PublishQuery {
     /// The publisher's gain in the mix (linear, 0 to 4; default 1).
     gain: Option<f32>,
+    /// WHEP: the WHIP session (its id, the last segment of its `Location`) whose mix-minus
+    /// the viewer hears.
+    minus: Option<String>,
 }
 
 impl PublishQuery {
@@ -226,10 +230,56 @@ pub(crate) fn sdp_ufrag(sdp: &str) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-/// `POST /{stream}/whep`: a viewer of an existing stream.
+/// The `?minus=` of a WHEP POST: the WHIP session id once, 32 hex digits; other
+/// parameters are ignored.
+fn parse_minus(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Option<String>, ApiError> {
+    let Query(pairs) = query.map_err(|_| {
+        ApiError::BadRequest("the query string is not percent-encoded UTF-8 key=value pairs".into())
+    })?;
+    let mut minus = None;
+    for (key, value) in pairs {
+        if key != "minus" {
+            continue;
+        }
+        if minus.is_some() {
+            return Err(ApiError::BadRequest("minus is given more than once".into()));
+        }
+        let id = value.trim();
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::BadRequest(format!(
+                "minus {}: expected a WHIP session id (the 32 hex digits that end its Location)",
+                shown(&value)
+            )));
+        }
+        minus = Some(id.to_ascii_lowercase());
+    }
+    Ok(minus)
+}
+
+/// The engine key of the live WHIP session `id` of `stream`, for a viewer that hears the
+/// mix minus it. The id is the proof: it is the publisher's secret session URL.
+fn minus_publisher(state: &AppState, stream: &str, id: &str) -> Result<PeerKey, ApiError> {
+    match state.0.sessions.get(id) {
+        Some(e) if e.role == Role::Publisher && e.stream == stream => Ok(e.key),
+        Some(e) if e.role == Role::Publisher => Err(ApiError::Forbidden(format!(
+            "minus names a WHIP session of another stream, not of {}",
+            shown(stream)
+        ))),
+        _ => Err(ApiError::NotFound(format!(
+            "minus names no live WHIP session of {} (it ended, or the id is wrong)",
+            shown(stream)
+        ))),
+    }
+}
+
+/// `POST /{stream}/whep`: a viewer of an existing stream. `?minus=<WHIP session id>`: the
+/// viewer hears the mix without that publisher (the same person's two sessions).
 pub async fn whep_post(
     State(state): State<AppState>,
     Path(stream): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     PeerAddr(peer): PeerAddr,
     Origin(from): Origin,
     headers: HeaderMap,
@@ -239,21 +289,21 @@ pub async fn whep_post(
         return Err(ApiError::UnsupportedMediaType("application/sdp"));
     }
     check_readable(&state, &stream, &headers, peer, &from)?;
+    let minus = parse_minus(query)?;
+    if let Some(id) = &minus {
+        minus_publisher(&state, &stream, id)?;
+    }
     if state.0.sessions.count_role(Role::Viewer) >= state.0.max_viewers {
         return Err(ApiError::Overloaded(
             format!("at most {} viewers", state.0.max_viewers),
             RETRY_AFTER_FULL,
         ));
     }
-    create(
-        &state,
-        stream,
-        Role::Viewer,
-        &body,
-        PublishQuery::default(),
-        peer,
-    )
-    .await
+    let query = PublishQuery {
+        minus,
+        ..PublishQuery::default()
+    };
+    create(&state, stream, Role::Viewer, &body, query, peer).await
 }
 
 /// `POST /{stream}/whip`: a publisher; the stream is created if it does not exist.
@@ -410,16 +460,22 @@ async fn create(
         }
     })?;
 
+    // Looked up again: the publisher may have left while the offer was answered.
+    let minus = match &query.minus {
+        Some(id) => Some(minus_publisher(state, &stream, id)?),
+        None => None,
+    };
     let key = state.0.next_key.fetch_add(1, Ordering::Relaxed);
     hold_pending(state, key, peer)?;
     let id = random_id();
     let etag = new_etag();
     // Publishers feed the mix on the mixing thread (0); viewers are spread.
     let owner = match role {
+        // A viewer of a mix-minus needs the talkers' frames: the mixing thread has them.
         Role::Viewer => state
             .0
             .tx
-            .place_viewer(answer_has_video(&negotiated.answer)),
+            .place_viewer(answer_has_video(&negotiated.answer) || minus.is_some()),
         Role::Publisher => 0,
     };
     let unplace = || {
@@ -466,6 +522,7 @@ async fn create(
             rtc,
             srtp_keys: negotiated.srtp_keys,
             stream: stream.clone(),
+            minus,
         },
         Role::Publisher => {
             // The stream exists for viewers from now on, before the TX thread has its mix.
@@ -509,6 +566,7 @@ async fn create(
     tracing::info!(
         key,
         ice_lite = negotiated.ice_lite,
+        minus_of = ?minus,
         "{} {id} of stream {} from {}: answered",
         role.noun(),
         shown(&stream),

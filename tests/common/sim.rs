@@ -151,6 +151,8 @@ pub struct Peer {
     pub video_times: Vec<(MediaTime, Option<SenderInfo>)>,
     /// Publisher: its tone starts at this frame (silence before); `None`: from the start.
     pub onset_frame: Option<u64>,
+    /// Publisher: the frequency of its tone (both channels).
+    pub tone_hz: f32,
 }
 
 /// A fake VP8 key frame (the frame tag and start code of RFC 6386, then `n` as a marker):
@@ -207,7 +209,7 @@ impl Peer {
         }
     }
 
-    /// Publisher: writes the next 20 ms of a 1 kHz tone (both channels), and a video frame
+    /// Publisher: writes the next 20 ms of its tone (both channels), and a video frame
     /// on each layer if it has video.
     pub fn send_frame(&mut self, now: Instant, wire: &mut Wire) {
         if self.audio.is_none() && self.connected {
@@ -227,7 +229,7 @@ impl Peer {
         let silent = self.onset_frame.is_some_and(|f| self.sent < f);
         for i in (0..FRAME_LEN / 2).filter(|_| !silent) {
             let t = (self.sent as usize * (FRAME_LEN / 2) + i) as f32 / SAMPLE_RATE as f32;
-            let x = 0.3 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin();
+            let x = 0.3 * (2.0 * std::f32::consts::PI * self.tone_hz * t).sin();
             pcm[2 * i] = x;
             pcm[2 * i + 1] = x;
         }
@@ -362,7 +364,8 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
         .video
         .then(|| api.add_media(MediaKind::Video, direction, None, None, simulcast));
     let (offer_sdp, pending) = api.apply().unwrap();
-    let role = if direction == Direction::SendOnly {
+    // A two-way (sendrecv) peer is a WHIP publisher that also hears its mix-minus.
+    let role = if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
         Role::Publisher
     } else {
         Role::Viewer
@@ -381,10 +384,11 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
     wire.now = Some(now);
     match role {
         Role::Publisher => {
-            assert!(
-                negotiated.answer.contains("a=recvonly"),
-                "a WHIP answer receives"
-            );
+            let want = match direction {
+                Direction::SendRecv => "a=sendrecv",
+                _ => "a=recvonly",
+            };
+            assert!(negotiated.answer.contains(want), "a WHIP answer receives");
             let options = PublisherOptions {
                 gain: 1.0,
                 ice_lite: negotiated.ice_lite,
@@ -424,6 +428,7 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
         audio_times: Vec::new(),
         video_times: Vec::new(),
         onset_frame: None,
+        tone_hz: 1000.0,
     };
     peer.drain(wire, now);
     peer

@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
+use str0m::media::Direction;
 use str0m::media::MediaKind;
 use str0m::Event;
 use str0m::IceConnectionState;
@@ -136,6 +137,29 @@ impl Egress {
                         }
                         Role::Publisher(p) if m.kind == MediaKind::Audio => {
                             p.audio = Some(m.mid);
+                            // A two-way publisher (`sendrecv` audio, a browser's default
+                            // transceiver) hears its mix-minus on the same m-line.
+                            if m.direction == Direction::SendRecv && v.minus.is_none() {
+                                let pt = v.rtc.writer(m.mid).and_then(|w| {
+                                    w.payload_params()
+                                        .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                                        .map(|p| p.pt())
+                                });
+                                if let (Some(pt), Some(s)) = (pt, self.streams[v.stream].as_mut()) {
+                                    match s.talkers.add(&mut s.mixer, p.input) {
+                                        Ok(()) => {
+                                            p.talkback = Some((m.mid, pt));
+                                            v.minus = Some(p.input);
+                                            tracing::info!(
+                                                key,
+                                                stream = %s.name,
+                                                "two-way publisher: it hears the mix minus itself"
+                                            );
+                                        }
+                                        Err(e) => tracing::warn!(key, "mix-minus encoder: {e}"),
+                                    }
+                                }
+                            }
                         }
                         _ => {}
                     },
@@ -264,6 +288,9 @@ impl Egress {
         }
         // Dropping a publisher drops its feed: its input fades out and leaves the mix.
         let s = self.streams[v.stream].as_mut().expect("live stream slot");
+        if let Some(input) = v.minus {
+            s.talkers.release(&mut s.mixer, input);
+        }
         let mut tally = Tally {
             packets: v.sent_packets,
             lost: v.reported_lost,

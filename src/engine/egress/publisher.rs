@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use str0m::media::Mid;
+use str0m::media::Pt;
 use str0m::media::Rid;
 use str0m::Rtc;
 
@@ -17,6 +18,7 @@ use crate::engine::sync::AvSync;
 use crate::engine::EndReason;
 use crate::engine::PeerKey;
 use crate::engine::Transmitter;
+use crate::media::mixer::InputId;
 use crate::media::publisher::publisher_channel;
 use crate::media::publisher::PublisherFeed;
 
@@ -40,6 +42,11 @@ pub struct PublisherOptions {
 /// What a publisher needs beyond a viewer.
 pub(super) struct Publisher {
     pub(super) feed: PublisherFeed,
+    /// Its input in the stream's mix.
+    pub(super) input: InputId,
+    /// Its audio m-line and our Opus PT when its audio is `sendrecv` (two-way): it is sent
+    /// its mix-minus on that m-line.
+    pub(super) talkback: Option<(Mid, Pt)>,
     /// The audio and video m-lines, once str0m reports them.
     pub(super) audio: Option<Mid>,
     pub(super) video: Option<Mid>,
@@ -98,7 +105,7 @@ impl Egress {
         };
         let local_pwd = rtc.direct_api().local_ice_credentials().pass;
         let s = self.stream_mut(sidx);
-        s.mixer.add(
+        let input = s.mixer.add(
             Box::new(input.named(format!("publisher {key}"))),
             options.gain,
         );
@@ -116,6 +123,8 @@ impl Egress {
             stream: sidx,
             role: Role::Publisher(Box::new(Publisher {
                 feed,
+                input,
+                talkback: None,
                 audio: None,
                 video: None,
                 video_layers: Vec::new(),
@@ -138,9 +147,65 @@ impl Egress {
             last_heard: now,
             sent_packets: 0,
             reported_lost: None,
+            minus: None,
         });
         self.index.insert(key, idx);
         self.drain(idx, now, tx);
+    }
+
+    /// Viewer `viewer` (just added, on this mixing thread) hears the mix minus publisher
+    /// `publisher` (a WHEP session that named its WHIP session, `?minus=`). False, and the
+    /// viewer is ended, when that publisher is not here or not of the viewer's stream
+    /// (it left between the check at the POST and now).
+    pub fn hear_minus(&mut self, viewer: PeerKey, publisher: PeerKey) -> bool {
+        let (Some(&vi), found) = (self.index.get(&viewer), self.index.get(&publisher)) else {
+            return false;
+        };
+        let input = found.and_then(|&pi| match &self.viewers[pi].role {
+            Role::Publisher(p) if self.viewers[pi].stream == self.viewers[vi].stream => {
+                Some(p.input)
+            }
+            _ => None,
+        });
+        let Some(input) = input else {
+            tracing::info!(
+                key = viewer,
+                publisher,
+                "viewer's ?minus= publisher is gone: ended"
+            );
+            self.end(viewer, EndReason::Failed);
+            return false;
+        };
+        if self.listen_minus(vi, input) {
+            tracing::debug!(
+                key = viewer,
+                publisher,
+                "viewer hears the mix minus its publisher"
+            );
+            true
+        } else {
+            self.end(viewer, EndReason::Failed);
+            false
+        }
+    }
+
+    /// Peer `idx` hears `input`'s mix-minus from now on. False when its encoder could not
+    /// be made.
+    pub(super) fn listen_minus(&mut self, idx: usize, input: InputId) -> bool {
+        let v = &mut self.viewers[idx];
+        let Some(s) = self.streams[v.stream].as_mut() else {
+            return false;
+        };
+        match s.talkers.add(&mut s.mixer, input) {
+            Ok(()) => {
+                v.minus = Some(input);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(key = v.key, "mix-minus encoder: {e}");
+                false
+            }
+        }
     }
 
     /// See [`Egress::handle_receive`]: consent by media for ICE-lite publishers.

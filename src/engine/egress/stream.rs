@@ -12,7 +12,8 @@ use super::Egress;
 use crate::engine::EndReason;
 use crate::engine::PeerKey;
 use crate::media::mix_encoder::{Encoded, MixEncoder};
-use crate::media::mixer::Mixer;
+use crate::media::mix_minus::{Pick, Talkers};
+use crate::media::mixer::{InputId, Mixer};
 use crate::media::opus::Encoder;
 use crate::media::Frame;
 use crate::media::FRAME_LEN;
@@ -65,6 +66,8 @@ pub struct StreamMix {
     pub(super) last_keyframe_request: Option<Instant>,
     /// The id of its recording, when it is recorded (see [`crate::record::Recorder`]).
     pub(super) recording: Option<u64>,
+    /// Its talkers' mix-minus (two-way publishers, WHEP sessions naming a publisher).
+    pub(super) talkers: Talkers,
 }
 
 impl StreamMix {
@@ -87,6 +90,7 @@ impl StreamMix {
             keyframe_wanted: false,
             last_keyframe_request: None,
             recording: None,
+            talkers: Talkers::new(0),
         }
     }
 
@@ -115,6 +119,7 @@ impl StreamMix {
             keyframe_wanted: false,
             last_keyframe_request: None,
             recording: None,
+            talkers: Talkers::new(0),
         }
     }
 
@@ -153,6 +158,17 @@ pub struct StreamFrame {
 /// its viewers end too. The mixing thread sends every stream's frame every 20 ms while the
 /// stream exists.
 pub const MIRROR_GRACE: Duration = Duration::from_secs(2);
+
+impl StreamMix {
+    /// The frame a peer hearing `minus` (its mix-minus input, if any) gets this tick.
+    pub(super) fn frame_for(&self, minus: Option<InputId>) -> Option<&Arc<[u8]>> {
+        match minus.map(|id| self.talkers.pick(id)) {
+            Some(Pick::Own(f)) => Some(f),
+            Some(Pick::Nothing) => None,
+            Some(Pick::Shared) | None => self.frame.as_ref(),
+        }
+    }
+}
 
 impl Egress {
     pub(super) fn stream(&self, idx: usize) -> &StreamMix {
@@ -205,7 +221,8 @@ impl Egress {
                 return None;
             }
         };
-        let mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
+        let mut mix = StreamMix::new(name.to_string(), Mixer::new(), encoder).on_demand();
+        mix.talkers = Talkers::new(self.bitrate);
         let slot = self.insert_stream(mix);
         self.directory.ensure(name);
         // Signalling has said who created it (one INFO line per stream, not two).
@@ -221,6 +238,7 @@ impl Egress {
     /// behind costs a reference count per tick. A silent mix is not encoded either.
     pub fn encode(&mut self, now: Instant) {
         let (mut fresh, mut reused) = (0u64, 0u64);
+        let mut minus = crate::media::mix_minus::MinusTally::default();
         for s in self.streams.iter_mut().flatten() {
             let Some(encoder) = &mut s.encoder else {
                 continue;
@@ -228,9 +246,20 @@ impl Egress {
             if let (true, Some(rest)) = (s.mixer.is_empty(), encoder.resting()) {
                 s.frame = Some(rest.clone());
                 reused += 1;
+                minus.shared += s.talkers.all_shared().shared;
                 continue;
             }
-            s.mixer.mix_at(&mut s.pcm, now);
+            // The talkers' decisions sit between the sum and the limiter: one switching to
+            // its own mix takes the full mix's limiter state as it was before this frame.
+            s.mixer.sum_at(&mut s.pcm, now);
+            s.talkers.decide(&s.mixer);
+            s.mixer.limit(&mut s.pcm);
+            if !s.talkers.is_empty() {
+                let t = s.talkers.encode(&s.mixer, &s.pcm);
+                minus.own += t.own;
+                minus.shared += t.shared;
+                minus.switches += t.switches;
+            }
             s.frame = match encoder.encode(&mut s.pcm) {
                 Ok((frame, how)) => {
                     match how {
@@ -246,6 +275,10 @@ impl Egress {
             };
         }
         self.metrics.mixed(fresh, reused);
+        if minus != Default::default() {
+            self.metrics
+                .mix_minus(minus.own, minus.shared, minus.switches);
+        }
         self.record_frames();
         self.sync_wallclocks(now);
     }

@@ -22,6 +22,7 @@ use super::Ended;
 use crate::engine::EndReason;
 use crate::engine::PeerKey;
 use crate::engine::Transmitter;
+use crate::media::mixer::InputId;
 use crate::media::FRAME_SAMPLES;
 use crate::net::dtls::SrtpKeys;
 
@@ -79,6 +80,9 @@ pub(super) struct Viewer {
     pub(super) sent_packets: u64,
     /// The cumulative loss a viewer's last receiver report gave for its audio.
     pub(super) reported_lost: Option<u64>,
+    /// The mix input whose mix-minus it hears: a two-way publisher's own input, or the
+    /// publisher a WHEP session named (`?minus=`). `None`: the shared mix.
+    pub(super) minus: Option<InputId>,
 }
 
 impl Egress {
@@ -128,6 +132,7 @@ impl Egress {
             last_heard: now,
             sent_packets: 0,
             reported_lost: None,
+            minus: None,
         });
         self.index.insert(key, idx);
         self.metrics.viewer_added(&self.stream(stream).name);
@@ -185,7 +190,10 @@ impl Egress {
                 continue;
             }
             let s = self.streams[v.stream].as_ref().expect("live stream slot");
-            if let (true, true, Some(frame)) = (self.direct, v.connected, &s.frame) {
+            // A talker's mix-minus while it is audible, the shared frame otherwise: either
+            // way one packet on the peer's one send stream (see `media::mix_minus`).
+            let frame = s.frame_for(v.minus);
+            if let (true, true, Some(frame)) = (self.direct, v.connected, frame) {
                 let rtp_time = s.media_time as u32; // RTP timestamps wrap (RFC 3550)
                 if let Some(n) = send_direct(v, frame, rtp_time, &mut self.direct_buf, tx) {
                     self.metrics.transmit(n);
@@ -195,47 +203,45 @@ impl Egress {
                     continue;
                 }
             }
-            match &v.role {
-                Role::Viewer { audio, .. } => {
-                    if let (true, Some((mid, pt)), Some(frame)) = (v.connected, *audio, &s.frame) {
-                        let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
-                        let written = match v.rtc.writer(mid) {
-                            Some(w) => {
-                                w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone())
-                            }
-                            None => Ok(()),
-                        };
-                        let written = written.map_err(|e| e.to_string()).and_then(|()| {
-                            if self.release_in_tick {
-                                v.rtc
-                                    .handle_input(Input::Timeout(now))
-                                    .map_err(|e| e.to_string())
-                            } else {
-                                Ok(())
-                            }
-                        });
-                        if let Err(e) = written {
-                            let key = v.key;
-                            tracing::debug!(key, "write failed: {e}");
-                            self.end(key, EndReason::Failed);
-                            continue; // `end` swapped another peer into `idx`
-                        }
-                        v.sent_packets += 1;
-                        self.tick_sent[v.stream].add(frame.len());
-                        if !self.drain(idx, now, tx) {
-                            continue;
-                        }
+            let talkback = match &v.role {
+                Role::Viewer { audio, .. } => *audio,
+                Role::Publisher(p) => p.talkback,
+            };
+            if let Role::Publisher(p) = &v.role {
+                if let Some(since) = p.last_media.or(p.connected_at) {
+                    if now.saturating_duration_since(since) > MEDIA_TIMEOUT {
+                        let key = v.key;
+                        tracing::info!(key, "publisher sent no media for {MEDIA_TIMEOUT:?}");
+                        self.end(key, EndReason::Idle);
+                        continue;
                     }
                 }
-                Role::Publisher(p) => {
-                    if let Some(since) = p.last_media.or(p.connected_at) {
-                        if now.saturating_duration_since(since) > MEDIA_TIMEOUT {
-                            let key = v.key;
-                            tracing::info!(key, "publisher sent no media for {MEDIA_TIMEOUT:?}");
-                            self.end(key, EndReason::Idle);
-                            continue;
-                        }
+            }
+            if let (true, Some((mid, pt)), Some(frame)) = (v.connected, talkback, frame) {
+                let rtp_time = MediaTime::new(s.media_time, Frequency::FORTY_EIGHT_KHZ);
+                let written = match v.rtc.writer(mid) {
+                    Some(w) => w.write(pt, s.wallclock.unwrap_or(now), rtp_time, frame.clone()),
+                    None => Ok(()),
+                };
+                let written = written.map_err(|e| e.to_string()).and_then(|()| {
+                    if self.release_in_tick {
+                        v.rtc
+                            .handle_input(Input::Timeout(now))
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
                     }
+                });
+                if let Err(e) = written {
+                    let key = v.key;
+                    tracing::debug!(key, "write failed: {e}");
+                    self.end(key, EndReason::Failed);
+                    continue; // `end` swapped another peer into `idx`
+                }
+                v.sent_packets += 1;
+                self.tick_sent[v.stream].add(frame.len());
+                if !self.drain(idx, now, tx) {
+                    continue;
                 }
             }
             idx += 1;
