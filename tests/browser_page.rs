@@ -38,7 +38,7 @@ use chromium::Chromium;
 use mixcast::client::whep::{play, PlayOptions};
 use mixcast::config::{Config, StreamConfig};
 use mixcast::server::Server;
-use python::{Python, Running};
+use python::Running;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -76,39 +76,6 @@ fn no_sideways_scroll(browser: &mut Chromium, width: u32, when: &str) -> Result<
         return Err(format!("{when}: at {width} px the page is {widths}"));
     }
     Ok(())
-}
-
-/// A Python whose PyAV has FFmpeg 8's whip muxer with libopus and libx264, or None after
-/// `python::unavailable` (which fails the test where interop is required).
-fn ffmpeg_python(test: &str) -> Option<Python> {
-    let py = match python::with_packages(&["av", "numpy"], &["av", "numpy"]) {
-        Ok(py) => py,
-        Err(why) => {
-            python::unavailable(test, &format!("no Python with PyAV and numpy: {why}"));
-            return None;
-        }
-    };
-    let mut probe = std::process::Command::new(&py.exe);
-    for (k, v) in &py.env {
-        probe.env(k, v);
-    }
-    probe.arg("-c").arg(
-        "import av, sys\n\
-         missing = [n for n, have in (('whip', av.formats_available), \
-         ('libopus', av.codecs_available), ('libx264', av.codecs_available)) if n not in have]\n\
-         sys.exit('PyAV ' + av.__version__ + ' lacks ' + ', '.join(missing) if missing else 0)",
-    );
-    match python::run(probe, Duration::from_secs(30)) {
-        Ok(out) if out.status.success() => Some(py),
-        Ok(out) => {
-            python::unavailable(test, python::last_line(&out.stderr));
-            None
-        }
-        Err(e) => {
-            python::unavailable(test, &e);
-            None
-        }
-    }
 }
 
 /// What a card shows: its URLs, its FFmpeg recipe, whether its video box is shown.
@@ -163,7 +130,7 @@ fn page_urls_recipes_latency_and_video() {
     let Some(binary) = chromium_or_skip(test) else {
         return;
     };
-    let Some(py) = ffmpeg_python(test) else {
+    let Some(py) = python::ffmpeg_whip(test) else {
         return;
     };
     let _media = media_lock();

@@ -48,38 +48,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A Python whose PyAV has FFmpeg's whip muxer, or None (after `python::unavailable`).
-fn ffmpeg_python(test: &str) -> Option<Python> {
-    let py = match python::with_packages(&["av", "numpy"], &["av", "numpy"]) {
-        Ok(py) => py,
-        Err(why) => {
-            python::unavailable(test, &format!("no Python with PyAV and numpy: {why}"));
-            return None;
-        }
-    };
-    let mut probe = std::process::Command::new(&py.exe);
-    for (k, v) in &py.env {
-        probe.env(k, v);
-    }
-    probe.arg("-c").arg(
-        "import av, sys\n\
-         missing = [n for n, have in (('whip', av.formats_available), \
-         ('libopus', av.codecs_available), ('libx264', av.codecs_available)) if n not in have]\n\
-         sys.exit('PyAV ' + av.__version__ + ' lacks ' + ', '.join(missing) if missing else 0)",
-    );
-    match python::run(probe, Duration::from_secs(30)) {
-        Ok(out) if out.status.success() => Some(py),
-        Ok(out) => {
-            python::unavailable(test, python::last_line(&out.stderr));
-            None
-        }
-        Err(e) => {
-            python::unavailable(test, &e);
-            None
-        }
-    }
-}
-
 /// Starts the publisher script: `seconds` of the tone and video, FFmpeg's log on stderr.
 fn publish(py: &Python, url: &str, seconds: u32, cert: Option<&certs::Pem>) -> Running {
     publish_with(py, url, seconds, cert, &[])
@@ -171,7 +139,7 @@ fn summary(report: &PlayReport) -> String {
 fn publish_and_listen(test: &str, stream: &str, cert: Option<&certs::Pem>) {
     const SECONDS: u32 = 8;
     let _serial = serial();
-    let Some(py) = ffmpeg_python(test) else {
+    let Some(py) = python::ffmpeg_whip(test) else {
         return;
     };
     let server = Server::start(Config::loopback_ephemeral()).expect("server starts");
@@ -237,7 +205,7 @@ fn ffmpeg_publish_stays_up_past_consent_timeout() {
     const SECONDS: u32 = 25;
     const LISTEN_FROM: Duration = Duration::from_secs(21);
     let _serial = serial();
-    let Some(py) = ffmpeg_python(TEST) else {
+    let Some(py) = python::ffmpeg_whip(TEST) else {
         return;
     };
     let pem = certs::ecdsa_p256("ffmpeg");
@@ -277,7 +245,7 @@ fn ffmpeg_sends_its_bearer_token() {
     const TEST: &str = "ffmpeg_sends_its_bearer_token";
     const SECONDS: u32 = 2;
     let _serial = serial();
-    let Some(py) = ffmpeg_python(TEST) else {
+    let Some(py) = python::ffmpeg_whip(TEST) else {
         return;
     };
     let pem = certs::ecdsa_p256("ffmpeg");
@@ -320,7 +288,7 @@ fn ffmpeg_exits_when_the_server_fails_its_handshake() {
     const TEST: &str = "ffmpeg_exits_when_the_server_fails_its_handshake";
     const GIVES_UP_WITHIN: Duration = Duration::from_secs(5);
     let _serial = serial();
-    let Some(py) = ffmpeg_python(TEST) else {
+    let Some(py) = python::ffmpeg_whip(TEST) else {
         return;
     };
     let server = Server::start(Config::loopback_ephemeral()).expect("server starts");

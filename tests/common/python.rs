@@ -341,3 +341,36 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A Python whose PyAV has FFmpeg 8's whip muxer with libopus and libx264, or None after
+/// [`unavailable`] (which fails the test where interop is required).
+pub fn ffmpeg_whip(test: &str) -> Option<Python> {
+    let py = match with_packages(&["av", "numpy"], &["av", "numpy"]) {
+        Ok(py) => py,
+        Err(why) => {
+            unavailable(test, &format!("no Python with PyAV and numpy: {why}"));
+            return None;
+        }
+    };
+    let mut probe = Command::new(&py.exe);
+    for (k, v) in &py.env {
+        probe.env(k, v);
+    }
+    probe.arg("-c").arg(
+        "import av, sys\n\
+         missing = [n for n, have in (('whip', av.formats_available), \
+         ('libopus', av.codecs_available), ('libx264', av.codecs_available)) if n not in have]\n\
+         sys.exit('PyAV ' + av.__version__ + ' lacks ' + ', '.join(missing) if missing else 0)",
+    );
+    match run(probe, Duration::from_secs(30)) {
+        Ok(out) if out.status.success() => Some(py),
+        Ok(out) => {
+            unavailable(test, last_line(&out.stderr));
+            None
+        }
+        Err(e) => {
+            unavailable(test, &e);
+            None
+        }
+    }
+}
