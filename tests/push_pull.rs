@@ -44,6 +44,25 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `mixcast pull URL --seconds N --out OUT` to its end; fails the test, saying `what`,
+/// its exit status and its stderr, unless it exits 0.
+fn pull_ok(url: &str, seconds: &str, out: &Path, dir: &Path, what: &str) {
+    let mut pull = Client::start(
+        &[
+            "pull",
+            url,
+            "--seconds",
+            seconds,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir,
+        "pull",
+    );
+    let status = pull.wait(Duration::from_secs(20));
+    assert!(status.success(), "{what}: {status}\n{}", pull.stderr());
+}
+
 /// A `mixcast push` or `mixcast pull` child, its stderr in a file (killed when dropped).
 struct Client {
     child: Child,
@@ -271,20 +290,13 @@ fn push_a_file_into_mic_and_pull_it_into_ogg_opus() {
     );
 
     let ogg = dir.path().join("mic.ogg");
-    let mut pull = Client::start(
-        &[
-            "pull",
-            &format!("http://{}/mic/whep", server.http),
-            "--seconds",
-            "3",
-            "--out",
-            ogg.to_str().unwrap(),
-        ],
+    pull_ok(
+        &format!("http://{}/mic/whep", server.http),
+        "3",
+        &ogg,
         dir.path(),
         "pull",
     );
-    let status = pull.wait(Duration::from_secs(20));
-    assert!(status.success(), "pull: {status}\n{}", pull.stderr());
 
     // Our own reading first: the packets as the server sent them, decoded.
     let ours = decode_ogg_ourselves(&ogg);
@@ -386,20 +398,13 @@ fn push_comes_back_after_the_server_restarts() {
     let back_after = stopped_at.elapsed();
 
     let wav = dir.path().join("back.wav");
-    let mut pull = Client::start(
-        &[
-            "pull",
-            &format!("http://{}/mic/whep", second.http),
-            "--seconds",
-            "2",
-            "--out",
-            wav.to_str().unwrap(),
-        ],
+    pull_ok(
+        &format!("http://{}/mic/whep", second.http),
+        "2",
+        &wav,
         dir.path(),
         "pull",
     );
-    let status = pull.wait(Duration::from_secs(20));
-    assert!(status.success(), "pull: {status}\n{}", pull.stderr());
     let (_, pcm) = read_wav(&wav);
     tone::check_stereo_tone(&pcm, PUSH_LEFT_HZ as f32, PUSH_RIGHT_HZ as f32, 1.5)
         .unwrap_or_else(|e| panic!("after the restart: {e}"));
@@ -748,23 +753,12 @@ fn push_into_and_pull_from_a_pion_server() {
 
     // Pull 3 s of pion's tone into a WAV.
     let wav = dir.path().join("pion.wav");
-    let mut pull = Client::start(
-        &[
-            "pull",
-            &format!("http://127.0.0.1:{port}/whep"),
-            "--seconds",
-            "3",
-            "--out",
-            wav.to_str().unwrap(),
-        ],
+    pull_ok(
+        &format!("http://127.0.0.1:{port}/whep"),
+        "3",
+        &wav,
         dir.path(),
-        "pull",
-    );
-    let status = pull.wait(Duration::from_secs(20));
-    assert!(
-        status.success(),
-        "pull from pion: {status}\n{}",
-        pull.stderr()
+        "pull from pion",
     );
 
     let out = server.wait(Duration::from_secs(30)).unwrap();
