@@ -1,4 +1,5 @@
-//! The inputs of a mix that the server makes itself: test signals, silence and audio files.
+//! The inputs of a mix that the server makes itself: test signals, silence and audio files,
+//! and the one an embedding program feeds ([`feed`](mod@feed)).
 //!
 //! Every [`Source`] is pulled by the TX thread once per 20 ms tick, so `fill` must never
 //! block, never do file I/O and never allocate. Work that can block (reading and decoding
@@ -8,6 +9,7 @@
 //! A source is described by a [`SourceSpec`], parsed from text such as `tone`, `silence`,
 //! `file:music.mp3` or `file:a.flac,b.ogg`, and opened with [`open`].
 
+pub mod feed;
 pub mod file;
 pub mod resample;
 pub mod silence;
@@ -17,6 +19,7 @@ use super::Frame;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use feed::{feed, FeedSource, PcmFeed};
 pub use file::FileSource;
 pub use silence::SilenceSource;
 pub use tone::ToneSource;
