@@ -153,6 +153,10 @@ pub struct Peer {
     pub onset_frame: Option<u64>,
     /// Publisher: the frequency of its tone (both channels).
     pub tone_hz: f32,
+    /// Decode received audio into `pcm` (off for crowds whose sound is not checked).
+    pub decode: bool,
+    /// The last RTP sequence number of each audio packet received.
+    pub audio_seqs: Vec<u64>,
 }
 
 /// A fake VP8 key frame (the frame tag and start code of RFC 6386, then `n` as a marker):
@@ -200,8 +204,11 @@ impl Peer {
                 }
                 Output::Event(Event::MediaData(m)) => {
                     self.audio_times.push((m.time, m.last_sender_info));
-                    let n = self.decoder.decode(&m.data, &mut frame).unwrap();
-                    self.pcm.extend_from_slice(&frame[..n * 2]);
+                    self.audio_seqs.push(**m.seq_range.end());
+                    if self.decode {
+                        let n = self.decoder.decode(&m.data, &mut frame).unwrap();
+                        self.pcm.extend_from_slice(&frame[..n * 2]);
+                    }
                     self.arrivals.push(now);
                 }
                 Output::Event(_) => {}
@@ -429,6 +436,8 @@ pub fn add_peer(setup: &PeerSetup, egress: &mut Egress, wire: &mut Wire, now: In
         video_times: Vec::new(),
         onset_frame: None,
         tone_hz: 1000.0,
+        decode: true,
+        audio_seqs: Vec::new(),
     };
     peer.drain(wire, now);
     peer
