@@ -399,8 +399,9 @@ pub struct ServeArgs {
     pub public_ips: Vec<IpAddr>,
 
     /// A stream and what it plays: NAME=SPEC, SPEC being `tone` (440 Hz left, 660 Hz right,
-    /// beeping), `silence`, or `file:PATH[,PATH...]` (MP3, FLAC, WAV, Ogg Vorbis, M4A/AAC; a
-    /// list is a playlist; files loop). Repeatable; several for one NAME are mixed. With no stream
+    /// beeping), `silence`, `file:PATH[,PATH...]` (MP3, FLAC, WAV, Ogg Vorbis, M4A/AAC; a
+    /// list is a playlist; files loop), or `whep:URL` (a remote WHEP stream, e.g. another
+    /// mixcast's or MediaMTX's; reconnected when it goes away, silent meanwhile). Repeatable; several for one NAME are mixed. With no stream
     /// configured anywhere, `live=tone`.
     #[arg(long = "source", value_name = "NAME=SPEC")]
     pub sources: Vec<String>,

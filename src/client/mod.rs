@@ -11,6 +11,7 @@ pub mod load;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod remote_source;
 pub mod signals;
 pub mod wav_out;
 pub mod whep;

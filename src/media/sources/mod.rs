@@ -71,14 +71,24 @@ pub enum SourceSpec {
     Silence,
     /// Audio files played in order, looping.
     Files(Vec<PathBuf>),
+    /// A remote WHEP stream: its endpoint URL.
+    Whep(String),
 }
 
 /// Why a source spec could not be parsed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The spec's text is not one we know.
-    #[error("bad source spec {0:?}: expected tone, silence or file:PATH[,PATH...]")]
+    #[error("bad source spec {0:?}: expected tone, silence, file:PATH[,PATH...] or whep:URL")]
     BadSpec(String),
+    /// A remote source cannot be reached at all (no route to its host).
+    #[error("whep:{url}: {reason}")]
+    Remote {
+        /// The remote WHEP endpoint.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A file could not be opened or decoded.
     #[error("{path}: {reason}")]
     File {
@@ -109,6 +119,13 @@ impl std::str::FromStr for SourceSpec {
         }
         if text.eq_ignore_ascii_case("silence") {
             return Ok(SourceSpec::Silence);
+        }
+        if let Some(url) = text.strip_prefix("whep:") {
+            let url = url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad());
+            }
+            return Ok(SourceSpec::Whep(url.to_string()));
         }
         let (list, bare) = match text.strip_prefix("file:") {
             Some(list) => (list, false),
@@ -142,6 +159,7 @@ impl fmt::Display for SourceSpec {
                 }
                 Ok(())
             }
+            SourceSpec::Whep(url) => write!(f, "whep:{url}"),
         }
     }
 }
@@ -154,6 +172,7 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
         SourceSpec::Tone => Box::new(ToneSource::new()),
         SourceSpec::Silence => Box::new(SilenceSource),
         SourceSpec::Files(paths) => Box::new(FileSource::open(paths)?),
+        SourceSpec::Whep(url) => Box::new(crate::client::remote_source::open(url)?),
     })
 }
 
@@ -188,6 +207,11 @@ mod tests {
                 SourceSpec::Files(vec!["a.wav".into(), "b.flac".into()]),
                 "file:a.wav,b.flac",
             ),
+            (
+                "whep: http://10.0.0.2:8889/live/whep",
+                SourceSpec::Whep("http://10.0.0.2:8889/live/whep".into()),
+                "whep:http://10.0.0.2:8889/live/whep",
+            ),
         ];
         for (text, spec, shown) in cases {
             let parsed: SourceSpec = text.parse().expect(text);
@@ -207,6 +231,9 @@ mod tests {
             "a.txt",
             "a.mp3,b",
             "x",
+            "whep:",
+            "whep:live/whep",
+            "whep:rtsp://h/x",
         ] {
             assert!(
                 matches!(text.parse::<SourceSpec>(), Err(SourceError::BadSpec(_))),
